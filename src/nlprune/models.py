@@ -1,0 +1,80 @@
+"""Small NLP models used throughout the course.
+
+Every classifier takes ``(ids [B, T], lengths [B])`` and returns logits ``[B, num_classes]``,
+so the same training loop serves all of them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+__all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel"]
+
+_RNN_KINDS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class BowMLP(nn.Module):
+    """Bag-of-words classifier: mean of word embeddings → hidden ReLU layer → logits."""
+
+    def __init__(self, vocab_size: int, *, embed_dim: int = 64, hidden: int = 64, num_classes: int = 2) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.hidden = nn.Linear(embed_dim, hidden)
+        self.out = nn.Linear(hidden, num_classes)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = (ids != 0).unsqueeze(-1).float()
+        mean = (self.embedding(ids) * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1).float()
+        return self.out(torch.relu(self.hidden(mean)))
+
+
+class RNNClassifier(nn.Module):
+    """Embedding → unidirectional RNN/GRU/LSTM → last hidden state of each sequence → logits.
+
+    ``dropout`` is applied to the word embeddings and to the final state during training.
+
+    Padding is handled with packed sequences, so the padded positions never touch the state.
+    """
+
+    def __init__(self, vocab_size: int, *, kind: str = "lstm", embed_dim: int = 64, hidden: int = 128,
+                 num_layers: int = 1, num_classes: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        if kind not in _RNN_KINDS:
+            raise ValueError(f"kind must be one of {sorted(_RNN_KINDS)}, got {kind!r}")
+        self.kind = kind
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.rnn = _RNN_KINDS[kind](embed_dim, hidden, num_layers=num_layers, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_classes)
+
+    def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The top layer's final hidden state ``[B, hidden]``."""
+        embedded = self.dropout(self.embedding(ids))
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed)
+        h = state[0] if self.kind == "lstm" else state
+        return h[-1]
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(self.features(ids, lengths)))
+
+
+class LSTMLanguageModel(nn.Module):
+    """Word-level LSTM language model: embedding → LSTM → linear layer over the vocabulary."""
+
+    def __init__(self, vocab_size: int, *, embed_dim: int = 128, hidden: int = 256, num_layers: int = 1,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.rnn = nn.LSTM(embed_dim, hidden, num_layers=num_layers, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, vocab_size)
+
+    def forward(self, ids: torch.Tensor,
+                state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Logits ``[B, T, vocab]`` and the final ``(h, c)`` to carry into the next window."""
+        y, state = self.rnn(self.dropout(self.embedding(ids)), state)
+        return self.out(self.dropout(y)), state

@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from nlprune import data
+
+
+@pytest.fixture(scope="module")
+def en():
+    return data.load_english_reviews()
+
+
+def test_english_reviews_size_and_balance(en):
+    assert 12_000 < len(en) < 13_500
+    pos = sum(e.label for e in en) / len(en)
+    assert 0.55 < pos < 0.60  # fresh is the majority class
+    assert len({e.text for e in en}) == len(en)
+    assert all(e.text.strip() for e in en)
+
+
+def test_chinese_reviews_size_and_balance():
+    zh = data.load_chinese_reviews()
+    # the two files hold 35,123 lines but only 17,457 distinct ones; 47 lines stand in both
+    assert 17_300 < len(zh) < 17_400
+    pos = sum(e.label for e in zh) / len(zh)
+    assert 0.46 < pos < 0.50
+    assert len({e.text for e in zh}) == len(zh)
+
+
+def test_hamlet_text():
+    text = data.load_hamlet()
+    assert text.startswith("ACT I")
+    assert "To be, or not to be" in text
+
+
+def test_splits_are_disjoint_complete_and_fixed(en):
+    s = data.split_examples(en, seed=0)
+    assert len(s.train) + len(s.valid) + len(s.test) == len(en)
+    assert abs(len(s.valid) - 0.1 * len(en)) <= 1 and abs(len(s.test) - 0.1 * len(en)) <= 1
+    texts = [{e.text for e in part} for part in (s.train, s.valid, s.test)]
+    assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+    again = data.split_examples(en, seed=0)
+    assert again.test == s.test
+    assert data.split_examples(en, seed=1).test != s.test
+
+
+def test_split_label_balance(en):
+    s = data.split_examples(en, seed=0)
+    rate = sum(e.label for e in en) / len(en)
+    for part in (s.train, s.valid, s.test):
+        assert abs(sum(e.label for e in part) / len(part) - rate) < 0.03
+
+
+@pytest.mark.parametrize("kwargs", [{"valid": 0.0}, {"test": 1.2}, {"valid": 0.6, "test": 0.5}])
+def test_split_bad_fractions(kwargs):
+    with pytest.raises(ValueError):
+        data.split_examples(list(range(10)), **kwargs)
+
+
+def test_tokenizers():
+    assert data.tokenize_en("It's not bad -- GREAT!") == ["it's", "not", "bad", "-", "-", "great", "!"]
+    assert data.tokenize_zh("很好 看！") == ["很", "好", "看", "！"]
+    with pytest.raises(TypeError):
+        data.tokenize_en(None)
+
+
+def test_vocab():
+    v = data.Vocab("a b b c c c".split(), min_freq=2)
+    assert v.itos == ["<pad>", "<unk>", "c", "b"]
+    assert v.encode(["c", "a", "zz"]) == [2, 1, 1]
+    assert v.decode([3, 2]) == ["b", "c"]
+    with pytest.raises(ValueError, match="min_freq"):
+        data.Vocab([], min_freq=0)
+
+
+def test_collate_padded():
+    ids, lengths, labels = data.collate_padded([([4, 5, 6], 1), ([7], 0)])
+    assert ids.tolist() == [[4, 5, 6], [7, 0, 0]]
+    assert lengths.tolist() == [3, 1] and labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("corpus", ["en", "zh"])
+def test_make_loaders(corpus):
+    task = data.make_loaders(corpus, batch_size=32, max_len=40)
+    ids, lengths, labels = next(iter(task.test))
+    assert ids.shape[0] == 32 and ids.shape[1] == int(lengths.max()) <= 40
+    assert set(labels.tolist()) <= {0, 1}
+    assert len(task.train.dataset) == len(task.splits.train)
+    # the vocabulary is built on the training split only
+    train_tokens = {t for e in task.splits.train
+                    for t in (data.tokenize_en if corpus == "en" else data.tokenize_zh)(e.text)}
+    assert set(task.vocab.itos[2:]) <= train_tokens
+
+
+def test_make_loaders_unknown_corpus():
+    with pytest.raises(ValueError, match="corpus must be one of"):
+        data.make_loaders("fr")
+
+
+def test_missing_data_package_names_it():
+    with pytest.raises(ModuleNotFoundError, match="no_such_data_pkg"):
+        data.package_data_dir("no_such_data_pkg")
+
+
+def test_lm_stream_and_batches():
+    stream, vocab = data.lm_stream("to be or not\nto be", min_freq=1)
+    assert vocab.decode(stream.tolist()) == ["to", "be", "or", "not", "<eos>", "to", "be", "<eos>"]
+    batches = data.lm_batches(stream, batch_size=2, bptt=2)
+    x, y = batches[0]
+    assert x.shape == (2, 2) and torch.equal(x[:, 1], y[:, 0])
+    with pytest.raises(ValueError):
+        data.lm_batches(stream, batch_size=100, bptt=2)

@@ -1,0 +1,69 @@
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from torch import nn
+
+from nlprune import measure, models, plot
+
+
+def test_classifiers_output_shapes_and_ignore_padding():
+    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 0, 0, 0]])
+    lengths = torch.tensor([3, 2])
+    for m in (models.BowMLP(10), models.RNNClassifier(10, kind="gru"), models.RNNClassifier(10, kind="lstm")):
+        m.eval()
+        out = m(ids, lengths)
+        assert out.shape == (2, 2)
+        # trailing padding must not change the result
+        assert torch.allclose(m(ids[:, :3], lengths), out, atol=1e-6)
+
+
+def test_rnn_classifier_unknown_kind():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        models.RNNClassifier(10, kind="transformer")
+
+
+def test_language_model_shapes():
+    lm = models.LSTMLanguageModel(30, embed_dim=8, hidden=12)
+    logits, (h, c) = lm(torch.randint(0, 30, (3, 7)))
+    assert logits.shape == (3, 7, 30) and h.shape == (1, 3, 12) and c.shape == (1, 3, 12)
+
+
+def test_counts_and_sparsity_table():
+    m = nn.Linear(4, 3)
+    with torch.no_grad():
+        m.weight[0].zero_()
+    assert measure.count_parameters(m) == 15
+    assert measure.count_nonzero(m) == 15 - 4 - int((m.bias == 0).sum())
+    table = measure.sparsity_table(m, ["weight"]).set_index("tensor")
+    assert table.loc["weight", "zeros"] == 4 and table.loc["total", "sparsity"] == pytest.approx(4 / 12)
+    with pytest.raises(ValueError):
+        measure.sparsity_table(m, ["nope"])
+
+
+def test_size_on_disk_compresses_zeros():
+    m = nn.Linear(200, 200)
+    dense = measure.size_on_disk(m)
+    with torch.no_grad():
+        m.weight.mul_(torch.rand_like(m.weight) > 0.9)
+    sparse = measure.size_on_disk(m)
+    assert abs(sparse["dense"] - dense["dense"]) < 64  # zeros cost the same uncompressed
+    assert sparse["compressed"] < 0.4 * dense["compressed"]
+
+
+def test_median_latency():
+    t = measure.median_latency(lambda: sum(range(1000)), repeats=5, warmup=1)
+    assert 0 < t < 0.1
+    with pytest.raises(ValueError):
+        measure.median_latency(lambda: None, repeats=0)
+
+
+def test_plots():
+    axes = plot.weight_histograms({"a": torch.randn(100), "b": torch.randn(5, 5)})
+    assert [ax.get_title() for ax in axes] == ["a", "b"]
+    ax = plot.sparsity_accuracy({"x": ([0.5, 0.9], [0.7, 0.6])}, dense=0.75, baseline=0.57)
+    assert ax.get_xlabel().startswith("sparsity") and len(ax.lines) == 3
+    with pytest.raises(ValueError):
+        plot.sparsity_accuracy({"x": ([0.5], [0.7, 0.6])})
+    with pytest.raises(ValueError):
+        plot.weight_histograms({})
+    plt.close("all")

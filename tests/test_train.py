@@ -1,0 +1,104 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from nlprune import data, prune, train
+from nlprune.models import RNNClassifier
+
+
+def toy_loaders(n=96, seed=0):
+    """A learnable toy task: label 1 iff token 5 occurs."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for _ in range(n):
+        ids = torch.randint(2, 9, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
+        items.append((ids, int(5 in ids)))
+    return (DataLoader(items, batch_size=16, shuffle=True, collate_fn=data.collate_padded),
+            DataLoader(items, batch_size=32, collate_fn=data.collate_padded))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_masked_weights_stay_zero_after_fine_tuning(kind):
+    train_dl, valid_dl = toy_loaders()
+    model = RNNClassifier(10, kind=kind, embed_dim=8, hidden=8)
+    masks = prune.compute_masks(prune.magnitude_scores(model), 0.7)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train.fit(model, train_dl, valid_dl, epochs=3, lr=1e-2, weight_decay=1e-3, masks=masks, progress=False)
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        assert torch.all(params[name][~mask] == 0), name
+        # the kept weights did train
+        assert not torch.equal(params[name][mask], before[name][mask]), name
+
+
+def test_fit_learns_and_restores_best_validation_state():
+    train_dl, valid_dl = toy_loaders()
+    model = RNNClassifier(10, kind="gru", embed_dim=8, hidden=16)
+    start = train.evaluate(model, valid_dl)["accuracy"]
+    history = train.fit(model, train_dl, valid_dl, epochs=8, lr=2e-2, progress=False)
+    final = train.evaluate(model, valid_dl)["accuracy"]
+    assert final == max(r["valid_accuracy"] for r in history)
+    assert final > max(start, 0.85)
+
+
+def test_fit_is_deterministic_given_seed():
+    train_dl, valid_dl = toy_loaders()
+    states = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = RNNClassifier(10, kind="lstm", embed_dim=8, hidden=8, dropout=0.3)
+        torch.rand(7)  # disturb the global generator: fit must reseed it
+        train.fit(model, train_dl, epochs=2, progress=False, seed=3)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_fit_penalty_is_added():
+    train_dl, _ = toy_loaders()
+    model = RNNClassifier(10, kind="rnn", embed_dim=8, hidden=8)
+    calls = []
+
+    def penalty(m):
+        calls.append(1)
+        return 0.0 * m.out.weight.sum()
+
+    train.fit(model, train_dl, epochs=1, penalty=penalty, progress=False)
+    assert len(calls) == len(train_dl)
+
+
+def test_fit_rejects_zero_epochs():
+    train_dl, _ = toy_loaders()
+    with pytest.raises(ValueError, match="epochs"):
+        train.fit(RNNClassifier(10), train_dl, epochs=0)
+
+
+def test_reproducible_rejects_bad_threads():
+    with pytest.raises(ValueError, match="threads"):
+        train.reproducible(0, threads=0)
+
+
+def test_cached_model_trains_once_then_loads(tmp_cache):
+    calls = []
+
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 2)
+
+    def train_fn(model):
+        calls.append(1)
+        with torch.no_grad():
+            model.weight.fill_(0.5)
+        return {"note": "trained"}
+
+    m1, info1 = train.cached_model("toy", build, train_fn)
+    m2, info2 = train.cached_model("toy", build, train_fn)
+    assert calls == [1]
+    assert torch.equal(m2.weight, torch.full((2, 3), 0.5))
+    assert info1["result"] == info2["result"] == {"note": "trained"}
+    with pytest.raises(ValueError, match="key"):
+        train.cached_model("a/b", build, train_fn)
+
+
+def test_default_device_is_cpu_without_cuda():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert train.default_device().type == expected
