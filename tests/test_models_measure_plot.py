@@ -55,6 +55,15 @@ def test_median_latency():
     assert 0 < t < 0.1
     with pytest.raises(ValueError):
         measure.median_latency(lambda: None, repeats=0)
+    with pytest.raises(ValueError, match="threads"):
+        measure.median_latency(lambda: None, threads=0)
+
+
+def test_median_latency_sets_and_restores_threads():
+    torch.set_num_threads(2)
+    seen = []
+    measure.median_latency(lambda: seen.append(torch.get_num_threads()), repeats=2, warmup=0, threads=1)
+    assert seen == [1, 1] and torch.get_num_threads() == 2
 
 
 def test_plots():

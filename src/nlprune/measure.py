@@ -51,16 +51,30 @@ def size_on_disk(model: nn.Module) -> dict[str, int]:
     return {"dense": len(raw), "compressed": len(gzip.compress(raw, compresslevel=6, mtime=0))}
 
 
-def median_latency(fn: Callable[[], object], *, repeats: int = 30, warmup: int = 3) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
+def median_latency(fn: Callable[[], object], *, repeats: int = 30, warmup: int = 3,
+                   threads: int | None = None) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls.
+
+    ``threads`` sets torch's intra-op thread count during the measurement (and restores it
+    afterwards). One thread gives the most repeatable numbers on a busy machine: with several
+    threads, a small operation waits for the slowest thread whenever another program holds a core.
+    """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats!r} and {warmup!r}")
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be None or >= 1, got {threads!r}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                fn()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
     return statistics.median(times)

@@ -79,7 +79,7 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
         masks: Mapping[str, torch.Tensor] | None = None,
         penalty: Callable[[nn.Module], torch.Tensor] | None = None,
         on_step: Callable[[int], None] | None = None,
-        seed: int | None = 0, device: torch.device | None = None, progress: bool = True,
+        seed: int | None = 0, device: torch.device | None = None, progress: bool | None = None,
         desc: str = "train") -> list[dict[str, float]]:
     """Train a classifier with Adam; return one record per epoch.
 
@@ -90,6 +90,9 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
     * ``on_step``: called with the global step number before each step (used by schedules).
     * ``seed``: seeds torch's global generator first, which fixes the shuffling order and the
       dropout masks, so the same call gives the same model whatever ran before it.
+    * ``progress``: show a tqdm bar per epoch; ``None`` (default) shows it unless the
+      environment variable ``NLPRUNE_PROGRESS`` is ``0`` (set when notebooks are executed to
+      store their outputs, so the book does not show stale bars).
     * With ``valid``, the weights of the epoch with the best validation accuracy are restored
       at the end (best-on-validation checkpointing, kept in memory).
     """
@@ -102,6 +105,8 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
     if masks is not None:
         prune.apply_masks(model, masks)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if progress is None:
+        progress = os.environ.get("NLPRUNE_PROGRESS", "1") != "0"
     history: list[dict[str, float]] = []
     best_acc, best_state, step = -1.0, None, 0
     for epoch in range(1, epochs + 1):
