@@ -13,7 +13,6 @@ export NLPRUNE_CACHE ?= $(CURDIR)/.cache/nlprune
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: install book test unit notebooks execute clean
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -102,3 +104,35 @@ def test_cached_model_trains_once_then_loads(tmp_cache):
 def test_default_device_is_cpu_without_cuda():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert train.default_device().type == expected
+
+
+def test_reproducible_seeds_generators():
+    import random
+
+    import numpy as np
+
+    train.reproducible(5, threads=1)
+    first = (random.random(), np.random.rand(), torch.rand(1).item(), torch.get_num_threads())
+    train.reproducible(5, threads=1)
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.get_num_threads()) == first
+    assert first[3] == 1
+    train.reproducible(0, threads=2)
+
+
+def test_base_classifier_trains_once_then_loads_from_cache(tmp_cache, monkeypatch):
+    monkeypatch.setitem(train.BASE_RECIPE, "epochs", 1)
+    monkeypatch.setitem(train.BASE_RECIPE, "hidden", 8)
+    monkeypatch.setitem(train.BASE_RECIPE, "embed_dim", 4)
+    examples = [data.Example(t, int("good" in t)) for t in
+                ["good film", "bad film", "very good", "very bad", "good good", "bad plot"] * 4]
+    splits = data.Splits(train=examples[:16], valid=examples[16:20], test=examples[20:])
+    vocab = data.Vocab(tok for e in splits.train for tok in data.tokenize_en(e.text))
+    loader = lambda part: DataLoader(data.TextDataset(part, vocab, data.tokenize_en), batch_size=4,
+                                     collate_fn=data.collate_padded)
+    task = data.TextTask(splits, vocab, loader(splits.train), loader(splits.valid), loader(splits.test))
+    model1, info1 = train.base_classifier(task, kind="gru")
+    model2, info2 = train.base_classifier(task, kind="gru")
+    assert not model1.training and not model2.training
+    assert info1 == info2 and len(info1["result"]) == 1
+    assert all(torch.equal(a, b) for a, b in zip(model1.state_dict().values(), model2.state_dict().values()))
+    assert len(list(Path(tmp_cache).glob("clf-gru-*.pt"))) == 1
