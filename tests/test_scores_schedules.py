@@ -213,3 +213,15 @@ def test_group_lasso_drives_whole_rows_to_zero():
         opt.step()
     row_norms = layer.weight.norm(dim=1)
     assert (row_norms[2:] < 0.05).all() and (row_norms[:2] > 0.5).all()
+
+
+def test_fit_restores_best_epoch_only_among_final_masks():
+    loader = toy_loaders()
+    model = RNNClassifier(10, kind="lstm", embed_dim=8, hidden=8)
+    pruner = prune.GradualPruner(model, final=0.95, begin=0, end=len(loader) * 2, frequency=1)
+    history = train.fit(model, loader, loader, epochs=4, lr=1e-2, masks=pruner.masks, on_step=pruner,
+                        progress=False)
+    assert len(history) == 4
+    params = dict(model.named_parameters())
+    for name, mask in pruner.masks.items():
+        assert int((params[name] == 0).sum()) >= round(0.95 * mask.numel()), name

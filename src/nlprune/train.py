@@ -94,7 +94,9 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
       environment variable ``NLPRUNE_PROGRESS`` is ``0`` (set when notebooks are executed to
       store their outputs, so the book does not show stale bars).
     * With ``valid``, the weights of the epoch with the best validation accuracy are restored
-      at the end (best-on-validation checkpointing, kept in memory).
+      at the end (best-on-validation checkpointing, kept in memory). When ``on_step`` changes
+      the masks during training (gradual pruning), only epochs that ended with the final masks
+      are candidates, so the restored model has the sparsity that training ended with.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
@@ -108,7 +110,8 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
     if progress is None:
         progress = os.environ.get("NLPRUNE_PROGRESS", "1") != "0"
     history: list[dict[str, float]] = []
-    best_acc, best_state, step = -1.0, None, 0
+    best: dict[tuple[int, ...], tuple[float, dict]] = {}  # masks' pruned counts -> best (accuracy, state)
+    step = 0
     for epoch in range(1, epochs + 1):
         model.train()
         start, loss_sum, count = time.perf_counter(), 0.0, 0
@@ -135,12 +138,18 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
         if valid is not None:
             metrics = evaluate(model, valid, device)
             record.update(valid_loss=metrics["loss"], valid_accuracy=metrics["accuracy"])
-            if metrics["accuracy"] > best_acc:
-                best_acc, best_state = metrics["accuracy"], copy.deepcopy(model.state_dict())
+            key = _mask_signature(masks)
+            if key not in best or metrics["accuracy"] > best[key][0]:
+                best[key] = (metrics["accuracy"], copy.deepcopy(model.state_dict()))
         history.append(record)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if best:
+        model.load_state_dict(best[_mask_signature(masks)][1])
     return history
+
+
+def _mask_signature(masks: Mapping[str, torch.Tensor] | None) -> tuple[int, ...]:
+    """Number of pruned entries per mask: tells apart the mask sets of a monotone schedule."""
+    return () if masks is None else tuple(int((~m.bool()).sum()) for m in masks.values())
 
 
 def cache_dir() -> Path:
