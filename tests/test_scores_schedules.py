@@ -99,7 +99,7 @@ def test_row_norm_masks_equal_torch_ln_structured(p, dim, amount):
     layer = nn.Linear(12, 8)
     norms = prune.row_norm_scores(layer.weight, p=p, dim=dim)
     keep = prune.compute_masks({"w": norms}, amount)["w"]
-    ours = keep.unsqueeze(1 - dim).expand_as(layer.weight) if dim == 0 else keep.unsqueeze(0).expand_as(layer.weight)
+    ours = keep.unsqueeze(1 - dim).expand_as(layer.weight)  # one entry per row (dim 0) or column (dim 1)
     torch_prune.ln_structured(layer, "weight", amount=amount, n=p, dim=dim)
     assert torch.equal(ours, layer.weight_mask.bool())
 
