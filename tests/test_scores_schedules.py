@@ -225,3 +225,15 @@ def test_fit_restores_best_epoch_only_among_final_masks():
     params = dict(model.named_parameters())
     for name, mask in pruner.masks.items():
         assert int((params[name] == 0).sum()) >= round(0.95 * mask.numel()), name
+
+
+def test_gradual_pruner_counts_frequency_from_begin():
+    model = tiny_model()
+    pruner = prune.GradualPruner(model, final=0.5, begin=3, end=23, frequency=5)
+    for step in range(30):
+        pruner(step)
+    steps = [s for s, _ in pruner.history]
+    # begin (initial sparsity 0), then begin + k * frequency up to end
+    assert steps == [3, 8, 13, 18, 23]
+    assert pruner.history[0][1] == 0.0
+    assert pruner.history[-1][1] == 0.5

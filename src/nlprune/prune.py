@@ -163,8 +163,9 @@ def polynomial_sparsity(step: int, *, initial: float, final: float, begin: int, 
 class GradualPruner:
     """Gradual magnitude pruning during training, for ``nlprune.train.fit(on_step=...)``.
 
-    Every ``frequency`` steps it sets the masks to the current ``polynomial_sparsity`` target
-    from the current weights' magnitudes. ``masks`` is the dict to pass to ``fit(masks=...)``:
+    Every ``frequency`` steps counted from ``begin`` (as TF-MOT's ``PolynomialDecay`` counts
+    them), and once more at ``end``, it sets the masks to the current ``polynomial_sparsity``
+    target from the current weights' magnitudes. ``masks`` is the dict to pass to ``fit(masks=...)``:
     it is updated in place, so ``fit`` keeps the newest masks applied after every step. ::
 
         pruner = GradualPruner(model, final=0.9, begin=0, end=600, frequency=20)
@@ -185,7 +186,7 @@ class GradualPruner:
         self.history: list[tuple[int, float]] = []
 
     def __call__(self, step: int) -> None:
-        if step % self.frequency != 0 and step < self.schedule["end"]:
+        if (step - self.schedule["begin"]) % self.frequency != 0 and step < self.schedule["end"]:
             return
         target = polynomial_sparsity(step, **self.schedule)
         if self.history and self.history[-1][1] == target:
