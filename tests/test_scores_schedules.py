@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
-from torch.utils.data import DataLoader
 
 from nlprune import data, prune, train
 from nlprune.models import RNNClassifier
@@ -147,17 +146,8 @@ def test_polynomial_sparsity_equals_tfmot_polynomial_decay():
             assert ours == pytest.approx(float(theirs), abs=1e-6), (step, ours, float(theirs))
 
 
-def toy_loaders(n=96):
-    g = torch.Generator().manual_seed(0)
-    items = []
-    for _ in range(n):
-        ids = torch.randint(2, 9, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
-        items.append((ids, int(5 in ids)))
-    return DataLoader(items, batch_size=16, shuffle=True, collate_fn=data.collate_padded)
-
-
-def test_gradual_pruner_reaches_final_sparsity_and_keeps_masks():
-    loader = toy_loaders()
+def test_gradual_pruner_reaches_final_sparsity_and_keeps_masks(toy_loaders):
+    loader, _ = toy_loaders
     model = RNNClassifier(10, kind="lstm", embed_dim=8, hidden=8)
     pruner = prune.GradualPruner(model, final=0.8, begin=0, end=len(loader) * 3, frequency=2)
     train.fit(model, loader, epochs=4, masks=pruner.masks, on_step=pruner, progress=False)
@@ -215,8 +205,8 @@ def test_group_lasso_drives_whole_rows_to_zero():
     assert (row_norms[2:] < 0.05).all() and (row_norms[:2] > 0.5).all()
 
 
-def test_fit_restores_best_epoch_only_among_final_masks():
-    loader = toy_loaders()
+def test_fit_restores_best_epoch_only_among_final_masks(toy_loaders):
+    loader, _ = toy_loaders
     model = RNNClassifier(10, kind="lstm", embed_dim=8, hidden=8)
     pruner = prune.GradualPruner(model, final=0.95, begin=0, end=len(loader) * 2, frequency=1)
     history = train.fit(model, loader, loader, epochs=4, lr=1e-2, masks=pruner.masks, on_step=pruner,

@@ -8,20 +8,9 @@ from nlprune import data, prune, train
 from nlprune.models import RNNClassifier
 
 
-def toy_loaders(n=96, seed=0):
-    """A learnable toy task: label 1 iff token 5 occurs."""
-    g = torch.Generator().manual_seed(seed)
-    items = []
-    for _ in range(n):
-        ids = torch.randint(2, 9, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
-        items.append((ids, int(5 in ids)))
-    return (DataLoader(items, batch_size=16, shuffle=True, collate_fn=data.collate_padded),
-            DataLoader(items, batch_size=32, collate_fn=data.collate_padded))
-
-
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
-def test_masked_weights_stay_zero_after_fine_tuning(kind):
-    train_dl, valid_dl = toy_loaders()
+def test_masked_weights_stay_zero_after_fine_tuning(kind, toy_loaders):
+    train_dl, valid_dl = toy_loaders
     model = RNNClassifier(10, kind=kind, embed_dim=8, hidden=8)
     masks = prune.compute_masks(prune.magnitude_scores(model), 0.7)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -33,8 +22,8 @@ def test_masked_weights_stay_zero_after_fine_tuning(kind):
         assert not torch.equal(params[name][mask], before[name][mask]), name
 
 
-def test_fit_learns_and_restores_best_validation_state():
-    train_dl, valid_dl = toy_loaders()
+def test_fit_learns_and_restores_best_validation_state(toy_loaders):
+    train_dl, valid_dl = toy_loaders
     model = RNNClassifier(10, kind="gru", embed_dim=8, hidden=16)
     start = train.evaluate(model, valid_dl)["accuracy"]
     history = train.fit(model, train_dl, valid_dl, epochs=8, lr=2e-2, progress=False)
@@ -43,8 +32,8 @@ def test_fit_learns_and_restores_best_validation_state():
     assert final > max(start, 0.85)
 
 
-def test_fit_is_deterministic_given_seed():
-    train_dl, valid_dl = toy_loaders()
+def test_fit_is_deterministic_given_seed(toy_loaders):
+    train_dl, valid_dl = toy_loaders
     states = []
     for _ in range(2):
         torch.manual_seed(1)
@@ -55,8 +44,8 @@ def test_fit_is_deterministic_given_seed():
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
-def test_fit_penalty_is_added():
-    train_dl, _ = toy_loaders()
+def test_fit_penalty_is_added(toy_loaders):
+    train_dl, _ = toy_loaders
     model = RNNClassifier(10, kind="rnn", embed_dim=8, hidden=8)
     calls = []
 
@@ -68,8 +57,8 @@ def test_fit_penalty_is_added():
     assert len(calls) == len(train_dl)
 
 
-def test_fit_rejects_zero_epochs():
-    train_dl, _ = toy_loaders()
+def test_fit_rejects_zero_epochs(toy_loaders):
+    train_dl, _ = toy_loaders
     with pytest.raises(ValueError, match="epochs"):
         train.fit(RNNClassifier(10), train_dl, epochs=0)
 
