@@ -109,3 +109,13 @@ def test_lm_stream_and_batches():
     assert x.shape == (2, 2) and torch.equal(x[:, 1], y[:, 0])
     with pytest.raises(ValueError):
         data.lm_batches(stream, batch_size=100, bptt=2)
+
+
+def test_padded_arrays():
+    vocab = data.Vocab("a b c d".split())
+    ds = data.TextDataset([data.Example("a b c d", 1), data.Example("b", 0)], vocab, data.tokenize_en)
+    x, y = data.padded_arrays(ds, 3)
+    assert x.tolist() == [vocab.encode(["a", "b", "c"]), [vocab.stoi["b"], 0, 0]]
+    assert y.tolist() == [1, 0] and str(x.dtype) == "int32"
+    with pytest.raises(ValueError, match="length"):
+        data.padded_arrays(ds, 0)

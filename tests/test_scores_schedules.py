@@ -85,6 +85,13 @@ def test_gradient_scores_leave_model_state_alone():
     with pytest.raises(ValueError, match="empty"):
         prune.gradient_scores(model, [], loss)
 
+    def failing(m, b):
+        raise RuntimeError("loss failed")
+
+    with pytest.raises(RuntimeError):
+        prune.gradient_scores(model, [batch], failing)
+    assert model.training  # restored even when the loss raises
+
 
 def test_random_scores_seeded():
     model = tiny_model()

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -47,6 +48,7 @@ __all__ = [
     "tokenize_zh",
     "split_examples",
     "collate_padded",
+    "padded_arrays",
     "make_loaders",
     "lm_stream",
     "lm_batches",
@@ -233,6 +235,17 @@ def collate_padded(batch: Sequence[tuple[list[int], int]]) -> tuple[torch.Tensor
         ids[row, : len(seq)] = torch.tensor(seq)
     labels = torch.tensor([label for _, label in batch])
     return ids, lengths, labels
+
+
+def padded_arrays(dataset: TextDataset, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset as NumPy arrays for Keras: ids ``[N, length]`` (truncated, zero-padded at the
+    end) and labels ``[N]``."""
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length!r}")
+    x = np.zeros((len(dataset), length), dtype="int32")
+    for row, ids in enumerate(dataset.ids):
+        x[row, : min(len(ids), length)] = ids[:length]
+    return x, np.array(dataset.labels)
 
 
 @dataclass

@@ -78,13 +78,15 @@ def accumulated_gradients(model: nn.Module, batches: Iterable,
     model.eval()
     totals = {n: torch.zeros_like(p) for n, p in params.items()}
     count = 0
-    for batch in batches:
-        grads = torch.autograd.grad(loss_fn(model, batch), list(params.values()), allow_unused=True)
-        for n, g in zip(params, grads):
-            if g is not None:
-                totals[n] += g
-        count += 1
-    model.train(was_training)
+    try:
+        for batch in batches:
+            grads = torch.autograd.grad(loss_fn(model, batch), list(params.values()), allow_unused=True)
+            for n, g in zip(params, grads):
+                if g is not None:
+                    totals[n] += g
+            count += 1
+    finally:
+        model.train(was_training)
     if count == 0:
         raise ValueError("batches is empty: the gradient needs at least one batch")
     return {n: t / count for n, t in totals.items()}
@@ -127,8 +129,12 @@ def row_norm_scores(weight: torch.Tensor, *, p: int | float = 2, dim: int = 0) -
         raise TypeError("weight must be a torch.Tensor with at least two dimensions")
     if not -weight.dim() <= dim < weight.dim():
         raise ValueError(f"dim must be in [{-weight.dim()}, {weight.dim() - 1}], got {dim!r}")
-    other = [d for d in range(weight.dim()) if d != dim % weight.dim()]
-    return torch.linalg.vector_norm(weight.detach(), ord=p, dim=other)
+    return torch.linalg.vector_norm(weight.detach(), ord=p, dim=_other_dims(weight, dim))
+
+
+def _other_dims(weight: torch.Tensor, dim: int) -> list[int]:
+    """All dimensions of ``weight`` except ``dim``: reducing over them gives one value per slice."""
+    return [d for d in range(weight.dim()) if d != dim % weight.dim()]
 
 
 def polynomial_sparsity(step: int, *, initial: float, final: float, begin: int, end: int,
@@ -180,9 +186,10 @@ class GradualPruner:
         polynomial_sparsity(0, initial=initial, final=final, begin=begin, end=end, power=power)  # checks
         self.model, self.scope, self.frequency = model, scope, frequency
         self.schedule = dict(initial=initial, final=final, begin=begin, end=end, power=power)
-        self.names = list(_resolve(model, names))
+        params = _resolve(model, names)
+        self.names = list(params)
         self.masks: dict[str, torch.Tensor] = {n: torch.ones_like(p, dtype=torch.bool)
-                                               for n, p in _resolve(model, self.names).items()}
+                                               for n, p in params.items()}
         self.history: list[tuple[int, float]] = []
 
     def __call__(self, step: int) -> None:
@@ -240,8 +247,7 @@ def group_lasso_penalty(model: nn.Module, strength: float, groups: Mapping[str, 
     total = 0.0
     for name, dim in groups.items():
         w = params[name]
-        other = [d for d in range(w.dim()) if d != dim % w.dim()]
-        total = total + torch.sqrt((w ** 2).sum(dim=other) + 1e-12).sum()
+        total = total + torch.sqrt((w ** 2).sum(dim=_other_dims(w, dim)) + 1e-12).sum()
     return strength * total
 
 
