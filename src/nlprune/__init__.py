@@ -1,8 +1,9 @@
 """nlprune: the helper package of the course *Pruning NLP Models*.
 
 One concept per module: ``data`` (corpora, tokenizers, loaders), ``models``, ``train``
-(loops, reproducibility, cache of base models), ``prune`` (scores and masks), ``measure``
-(counts, sizes, latency) and ``plot`` (shared figures).
+(loops, reproducibility, cache of base models), ``prune`` (scores and masks), ``cut`` (removing
+whole units), ``measure`` (counts, sizes, latency) and ``plot`` (shared figures); ``keras_prune``
+and ``keras_cut`` are the TensorFlow/Keras counterparts.
 """
 
 __version__ = "0.1.0"

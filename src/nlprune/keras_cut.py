@@ -1,0 +1,119 @@
+"""The Keras counterpart of :mod:`nlprune.cut`: removing units of ``Dense`` and recurrent layers.
+
+Keras stores kernels as inputs × outputs, the transpose of PyTorch, and stacks the gates along
+the *columns*: ``LSTM`` kernels hold blocks ``[i, f, c, o]`` of ``units`` columns, ``GRU``
+kernels ``[z, r, h]`` (note: not PyTorch's ``[r, z, n]``), ``SimpleRNN`` one block. A unit's
+outgoing weights are its *row* of the recurrent kernel and its row of the next layer's kernel.
+
+:func:`cut_units` works on ``keras.Sequential`` models: it rebuilds the model with fewer units
+in one layer and copies the weights, cutting the next layer's inputs to match. Works with
+Keras 2 (``tf-keras``); set ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+__all__ = ["keras_gate_count", "cut_units"]
+
+# Layers that may sit between the cut layer and the layer that reads its units: they act on
+# each feature separately, so they keep the unit layout.
+_ELEMENTWISE = (keras.layers.Dropout, keras.layers.Activation, keras.layers.ReLU)
+
+
+def keras_gate_count(layer: keras.layers.Layer) -> int:
+    """Column blocks per kernel: 1 (``Dense``, ``SimpleRNN``), 3 (``GRU``), 4 (``LSTM``).
+
+    Raises ``ValueError`` for ``Bidirectional`` wrappers and ``TypeError`` for other layers.
+    """
+    if isinstance(layer, keras.layers.Bidirectional):
+        raise ValueError(f"Bidirectional layers are not supported (layer {layer.name!r})")
+    if isinstance(layer, keras.layers.LSTM):
+        return 4
+    if isinstance(layer, keras.layers.GRU):
+        return 3
+    if isinstance(layer, (keras.layers.SimpleRNN, keras.layers.Dense)):
+        return 1
+    raise TypeError(f"layer {layer.name!r} is a {type(layer).__name__}; units can be cut from Dense, "
+                    "SimpleRNN, GRU and LSTM layers")
+
+
+def _check_keep(keep: Sequence[int], size: int) -> np.ndarray:
+    index = np.asarray(list(keep))
+    if index.size == 0:
+        raise ValueError("keep is empty: keep at least one unit")
+    if not np.issubdtype(index.dtype, np.integer) or index.ndim != 1:
+        raise TypeError(f"keep must be a 1-D sequence of integer indices, got dtype {index.dtype}")
+    if index.min() < 0 or index.max() >= size:
+        raise ValueError(f"keep must hold indices in [0, {size - 1}], got min {index.min()} and max {index.max()}")
+    if np.unique(index).size != index.size:
+        raise ValueError("keep holds duplicate indices")
+    return index
+
+
+def _cut_own_units(layer: keras.layers.Layer, keep: np.ndarray) -> list[np.ndarray]:
+    """The weights of ``layer`` restricted to the units in ``keep`` (every gate block)."""
+    gates, units = keras_gate_count(layer), layer.units
+    cols = np.concatenate([g * units + keep for g in range(gates)])
+    weights = layer.get_weights()
+    new = [weights[0][:, cols]]  # kernel: inputs × (gates · units)
+    rest = weights[1:]
+    if not isinstance(layer, keras.layers.Dense):
+        new.append(rest[0][keep][:, cols])  # recurrent kernel: units × (gates · units)
+        rest = rest[1:]
+    if rest:  # bias: (gates · units,) or, for GRU with reset_after, (2, gates · units)
+        new.append(rest[0][..., cols])
+    return new
+
+
+def _cut_inputs(layer: keras.layers.Layer, keep: np.ndarray) -> list[np.ndarray]:
+    """The weights of the layer reading the cut units, restricted to those inputs."""
+    keras_gate_count(layer)
+    weights = layer.get_weights()
+    return [weights[0][keep]] + weights[1:]
+
+
+def cut_units(model: keras.Sequential, layer_name: str, keep: Sequence[int]) -> keras.Sequential:
+    """A new ``Sequential`` model in which layer ``layer_name`` keeps only the units in ``keep``.
+
+    The next layer with weights (after any ``Dropout``/``Activation``) loses the matching
+    inputs. When the dropped units' outgoing weights (rows of the recurrent kernel and of the
+    next kernel) are zero, the new model computes the same outputs as the old one.
+    """
+    if not isinstance(model, keras.Sequential):
+        raise TypeError(f"model must be a tf_keras Sequential model, got {type(model).__name__}")
+    names = [layer.name for layer in model.layers]
+    if layer_name not in names:
+        raise ValueError(f"layer_name {layer_name!r} is not a layer of the model; layers are {names}")
+    position = names.index(layer_name)
+    layer = model.layers[position]
+    keras_gate_count(layer)
+    index = _check_keep(keep, layer.units)
+    reader = None
+    for later in model.layers[position + 1:]:
+        if later.weights:
+            reader = later
+            break
+        if not isinstance(later, _ELEMENTWISE):
+            raise ValueError(f"layer {later.name!r} ({type(later).__name__}) between {layer_name!r} and the "
+                             "next weighted layer would mix units; only Dropout/Activation may sit there")
+    config = model.get_config()
+    for entry in config["layers"]:
+        if entry["config"]["name"] == layer_name:
+            entry["config"]["units"] = int(index.size)
+    new = keras.Sequential.from_config(config)
+    new.build(model.input_shape)
+    for old_layer, new_layer in zip(model.layers, new.layers):
+        if old_layer is layer:
+            new_layer.set_weights(_cut_own_units(layer, index))
+        elif old_layer is reader:
+            new_layer.set_weights(_cut_inputs(reader, index))
+        else:
+            new_layer.set_weights(old_layer.get_weights())
+    return new
