@@ -85,3 +85,24 @@ def test_cut_units_rejects_bad_input():
         keras_cut.cut_units(flat, "d", [0])
     with pytest.raises(TypeError, match="Sequential"):
         keras_cut.cut_units(keras.Model(model.inputs, model.outputs), "rec", [0])
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_unit_norms_match_a_loop_over_each_units_weights(kind):
+    model = build(kind)
+    gates = LAYERS[kind][1]
+    kernel, recurrent = model.get_layer("rec").get_weights()[:2]
+    reader = model.get_layer("hidden").get_weights()[0]
+    for p in (1, 2):
+        expected = []
+        for j in range(8):
+            cols = [g * 8 + j for g in range(gates)]
+            others = [c for c in range(gates * 8) if c not in cols]
+            parts = [kernel[:, cols], recurrent[:, cols], recurrent[j, others], reader[j]]
+            expected.append(np.linalg.norm(np.concatenate([x.ravel() for x in parts]), ord=p))
+        np.testing.assert_allclose(keras_cut.unit_norms(model, "rec", p=p), expected, rtol=1e-5)
+    dense_norms = keras_cut.unit_norms(model, "hidden")
+    k_hidden, k_logits = model.get_layer("hidden").get_weights()[0], model.get_layer("logits").get_weights()[0]
+    np.testing.assert_allclose(dense_norms, np.sqrt((k_hidden**2).sum(0) + (k_logits**2).sum(1)), rtol=1e-5)
+    with pytest.raises(ValueError, match="p must be"):
+        keras_cut.unit_norms(model, "rec", p=-1)

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-__all__ = ["keras_gate_count", "cut_units"]
+__all__ = ["keras_gate_count", "unit_norms", "cut_units"]
 
 # Layers that may sit between the cut layer and the layer that reads its units: they act on
 # each feature separately, so they keep the unit layout.
@@ -72,6 +72,46 @@ def _cut_own_units(layer: keras.layers.Layer, keep: np.ndarray) -> list[np.ndarr
     return new
 
 
+def unit_norms(model: keras.Sequential, layer_name: str, *, p: int | float = 2) -> np.ndarray:
+    """The Lp norm of each unit's weights in layer ``layer_name``: its columns in every gate block
+    of the kernel (and of the recurrent kernel), its row of the recurrent kernel (what it sends
+    to the other units; the entries it sends to itself are counted once) and its row of the next
+    weighted layer's kernel. The Keras counterpart of :func:`nlprune.cut.unit_norms`."""
+    if not (isinstance(p, (int, float)) and p > 0):
+        raise ValueError(f"p must be a positive number, got {p!r}")
+    layer, reader = _layer_and_reader(model, layer_name)
+    gates, units = keras_gate_count(layer), layer.units
+    weights = [np.abs(w) ** p for w in layer.get_weights()]
+    total = weights[0].reshape(-1, gates, units).sum(axis=(0, 1))
+    if not isinstance(layer, keras.layers.Dense):
+        recurrent = weights[1].reshape(units, gates, units)
+        own = recurrent[np.arange(units), :, np.arange(units)].sum(axis=1)
+        total = total + recurrent.sum(axis=(0, 1)) + recurrent.sum(axis=(1, 2)) - own
+    if reader is not None:
+        total = total + (np.abs(reader.get_weights()[0]) ** p).sum(axis=1)
+    return total ** (1.0 / p)
+
+
+def _layer_and_reader(model: keras.Sequential, layer_name: str
+                      ) -> tuple[keras.layers.Layer, keras.layers.Layer | None]:
+    """The layer to cut and the next weighted layer that reads its units (``None`` if last)."""
+    if not isinstance(model, keras.Sequential):
+        raise TypeError(f"model must be a tf_keras Sequential model, got {type(model).__name__}")
+    names = [layer.name for layer in model.layers]
+    if layer_name not in names:
+        raise ValueError(f"layer_name {layer_name!r} is not a layer of the model; layers are {names}")
+    position = names.index(layer_name)
+    layer = model.layers[position]
+    keras_gate_count(layer)
+    for later in model.layers[position + 1:]:
+        if later.weights:
+            return layer, later
+        if not isinstance(later, _ELEMENTWISE):
+            raise ValueError(f"layer {later.name!r} ({type(later).__name__}) between {layer_name!r} and the "
+                             "next weighted layer would mix units; only Dropout/Activation may sit there")
+    return layer, None
+
+
 def _cut_inputs(layer: keras.layers.Layer, keep: np.ndarray) -> list[np.ndarray]:
     """The weights of the layer reading the cut units, restricted to those inputs."""
     keras_gate_count(layer)
@@ -86,23 +126,8 @@ def cut_units(model: keras.Sequential, layer_name: str, keep: Sequence[int]) -> 
     inputs. When the dropped units' outgoing weights (rows of the recurrent kernel and of the
     next kernel) are zero, the new model computes the same outputs as the old one.
     """
-    if not isinstance(model, keras.Sequential):
-        raise TypeError(f"model must be a tf_keras Sequential model, got {type(model).__name__}")
-    names = [layer.name for layer in model.layers]
-    if layer_name not in names:
-        raise ValueError(f"layer_name {layer_name!r} is not a layer of the model; layers are {names}")
-    position = names.index(layer_name)
-    layer = model.layers[position]
-    keras_gate_count(layer)
+    layer, reader = _layer_and_reader(model, layer_name)
     index = _check_keep(keep, layer.units)
-    reader = None
-    for later in model.layers[position + 1:]:
-        if later.weights:
-            reader = later
-            break
-        if not isinstance(later, _ELEMENTWISE):
-            raise ValueError(f"layer {later.name!r} ({type(later).__name__}) between {layer_name!r} and the "
-                             "next weighted layer would mix units; only Dropout/Activation may sit there")
     config = model.get_config()
     for entry in config["layers"]:
         if entry["config"]["name"] == layer_name:
