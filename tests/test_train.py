@@ -1,10 +1,11 @@
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nlprune import data, prune, train
+from nlprune import data, models, prune, train
 from nlprune.models import RNNClassifier
 
 
@@ -125,3 +126,30 @@ def test_base_classifier_trains_once_then_loads_from_cache(tmp_cache, monkeypatc
     assert info1 == info2 and len(info1["result"]) == 1
     assert all(torch.equal(a, b) for a, b in zip(model1.state_dict().values(), model2.state_dict().values()))
     assert len(list(Path(tmp_cache).glob("clf-gru-*.pt"))) == 1
+
+
+def test_language_model_training_lowers_perplexity_and_keeps_masks(tmp_cache):
+    text = "\n".join(["the cat sat on the mat", "the dog sat on the log"] * 20)
+    stream, vocab = data.lm_stream(text, min_freq=1)
+    batches = data.lm_batches(stream, batch_size=4, bptt=5)
+    torch.manual_seed(0)
+    lm = models.LSTMLanguageModel(len(vocab), embed_dim=8, hidden=16)
+    before = train.perplexity(lm, batches)
+    assert abs(before - len(vocab)) < 0.5 * len(vocab)   # an untrained model is near uniform
+    masks = prune.compute_masks(prune.magnitude_scores(lm), 0.5)
+    history = train.fit_language_model(lm, batches, epochs=15, lr=1e-2, masks=masks, progress=False)
+    after = train.perplexity(lm, batches)
+    assert after < 3 and after < history[0]["train_perplexity"]  # the text is almost deterministic
+    for name, mask in masks.items():
+        assert (lm.get_parameter(name)[~mask] == 0).all()
+    # by hand: exp of the mean cross-entropy with the state carried across windows
+    state, losses = None, []
+    with torch.no_grad():
+        for x, y in batches:
+            logits, state = lm(x, state)
+            losses.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+    assert abs(math.exp(sum(losses).item() / sum(y.numel() for _, y in batches)) - after) < 1e-3 * after
+    with pytest.raises(ValueError, match="empty"):
+        train.perplexity(lm, [])
+    with pytest.raises(ValueError, match="epochs"):
+        train.fit_language_model(lm, batches, epochs=0)

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import prune
-from .models import RNNClassifier
+from .data import lm_batches
+from .models import LSTMLanguageModel, RNNClassifier
 
 __all__ = [
     "reproducible",
@@ -31,6 +32,10 @@ __all__ = [
     "fit",
     "cache_dir",
     "cached_model",
+    "perplexity",
+    "fit_language_model",
+    "LM_RECIPE",
+    "base_language_model",
     "base_classifier",
 ]
 
@@ -209,6 +214,91 @@ def base_classifier(task, kind: str = "lstm") -> tuple[nn.Module, dict]:
         return fit(model, task.train, task.valid, epochs=r["epochs"], lr=r["lr"],
                    weight_decay=r["weight_decay"], seed=r["seed"],
                    device=torch.device("cpu"), desc=f"base {kind}")
+
+    model, info = cached_model(key, build, train_fn)
+    return model.eval(), info
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """``exp`` of the mean next-word cross-entropy of a language model over consecutive
+    ``(input, target)`` windows (from :func:`nlprune.data.lm_batches`), carrying the state."""
+    if len(batches) == 0:
+        raise ValueError("batches is empty")
+    was_training = model.training
+    model.eval()
+    state, loss_sum, count = None, 0.0, 0
+    for x, y in batches:
+        logits, state = model(x, state)
+        loss_sum += nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    return float(np.exp(loss_sum / count))
+
+
+def fit_language_model(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *,
+                       epochs: int = 1, lr: float = 2e-3, clip: float = 0.5,
+                       masks: Mapping[str, torch.Tensor] | None = None, seed: int | None = 0,
+                       progress: bool | None = None, desc: str = "LM") -> list[dict[str, float]]:
+    """Train a language model with truncated backpropagation through time.
+
+    The windows are visited in order, the state is carried from one window to the next and
+    detached (so gradients flow back at most one window). ``masks`` are kept as in :func:`fit`.
+    Returns one record per epoch with the training perplexity.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    if masks is not None:
+        prune.apply_masks(model, masks)
+    if progress is None:
+        progress = os.environ.get("NLPRUNE_PROGRESS", "1") != "0"
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        state, loss_sum, count, start = None, 0.0, 0, time.perf_counter()
+        for x, y in tqdm(batches, desc=f"{desc} epoch {epoch}/{epochs}", leave=False, disable=not progress):
+            if state is not None:
+                state = tuple(s.detach() for s in state)
+            logits, state = model(x, state)
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            if masks is not None:
+                prune.mask_gradients(model, masks)
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            if masks is not None:
+                prune.apply_masks(model, masks)
+            loss_sum += loss.item() * y.numel()
+            count += y.numel()
+        history.append({"epoch": epoch, "train_perplexity": float(np.exp(loss_sum / count)),
+                        "seconds": time.perf_counter() - start})
+    return history
+
+
+# The recipe of the course's Hamlet language model. Changing it changes the cache key.
+LM_RECIPE = {"embed_dim": 128, "hidden": 256, "dropout": 0.3, "epochs": 6, "lr": 3e-3, "batch_size": 32,
+             "bptt": 35, "seed": 0}
+
+
+def base_language_model(train_stream: torch.Tensor, vocab_size: int) -> tuple[nn.Module, dict]:
+    """The course's word-level LSTM language model, trained on ``train_stream`` with
+    :data:`LM_RECIPE` (deterministically) and cached like :func:`base_classifier`."""
+    r = LM_RECIPE
+    key = (f"lm-lstm-v{vocab_size}-n{train_stream.numel()}-e{r['embed_dim']}-h{r['hidden']}-d{r['dropout']}"
+           f"-ep{r['epochs']}-lr{r['lr']}-b{r['batch_size']}-t{r['bptt']}-s{r['seed']}")
+
+    def build() -> nn.Module:
+        torch.manual_seed(r["seed"])
+        return LSTMLanguageModel(vocab_size, embed_dim=r["embed_dim"], hidden=r["hidden"], dropout=r["dropout"])
+
+    def train_fn(model: nn.Module) -> list[dict[str, float]]:
+        batches = lm_batches(train_stream, batch_size=r["batch_size"], bptt=r["bptt"])
+        return fit_language_model(model, batches, epochs=r["epochs"], lr=r["lr"], seed=r["seed"],
+                                  desc="base LM")
 
     model, info = cached_model(key, build, train_fn)
     return model.eval(), info
