@@ -127,15 +127,7 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
             ids, lengths, labels = _to(batch, device)
             loss = nn.functional.cross_entropy(model(ids, lengths), labels)
             total = loss + penalty(model) if penalty is not None else loss
-            optimizer.zero_grad()
-            total.backward()
-            if masks is not None:
-                prune.mask_gradients(model, masks)
-            if clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            if masks is not None:
-                prune.apply_masks(model, masks)
+            _masked_step(model, optimizer, total, masks, clip)
             loss_sum += loss.item() * labels.numel()
             count += labels.numel()
             step += 1
@@ -150,6 +142,21 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
     if best:
         model.load_state_dict(best[_mask_signature(masks)][1])
     return history
+
+
+def _masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                 masks: Mapping[str, torch.Tensor] | None, clip: float | None) -> None:
+    """One optimizer step that keeps pruned weights at exactly zero: their gradients are zeroed
+    after ``backward`` and the masks re-applied after the step (Adam's momentum would move them)."""
+    optimizer.zero_grad()
+    loss.backward()
+    if masks is not None:
+        prune.mask_gradients(model, masks)
+    if clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    if masks is not None:
+        prune.apply_masks(model, masks)
 
 
 def _mask_signature(masks: Mapping[str, torch.Tensor] | None) -> tuple[int, ...]:
@@ -264,14 +271,7 @@ def fit_language_model(model: nn.Module, batches: list[tuple[torch.Tensor, torch
                 state = tuple(s.detach() for s in state)
             logits, state = model(x, state)
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
-            optimizer.zero_grad()
-            loss.backward()
-            if masks is not None:
-                prune.mask_gradients(model, masks)
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            if masks is not None:
-                prune.apply_masks(model, masks)
+            _masked_step(model, optimizer, loss, masks, clip)
             loss_sum += loss.item() * y.numel()
             count += y.numel()
         history.append({"epoch": epoch, "train_perplexity": float(np.exp(loss_sum / count)),
