@@ -1,5 +1,6 @@
 """nlprune.cut: gate-aware cutting of RNN/GRU/LSTM and Linear units, checked by output equivalence."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -57,6 +58,14 @@ def test_cut_rnn_hidden_without_silencing_changes_outputs():
     y, _ = rnn(x)
     y_small, _ = cut.cut_rnn_hidden(rnn, [0, 1, 2])(x)
     assert not torch.allclose(y_small, y[..., :3], atol=1e-4)
+
+
+def test_keep_may_be_a_numpy_integer_array_but_not_floats():
+    rnn = nn.GRU(3, 4)
+    small = cut.cut_rnn_hidden(rnn, np.array([3, 1]))
+    torch.testing.assert_close(small.weight_hh_l0, rnn.weight_hh_l0[[3, 1, 7, 5, 11, 9]][:, [3, 1]])
+    with pytest.raises(TypeError, match="integer"):
+        cut.cut_rnn_hidden(rnn, np.array([0.0, 1.0]))
 
 
 def test_cut_rnn_hidden_copies_nonlinearity_and_gate_blocks():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,8 +59,13 @@ def gate_count(rnn: nn.Module) -> int:
     return _GATES[type(rnn)]
 
 
-def _check_keep(keep: Sequence[int] | torch.Tensor, size: int, name: str = "keep") -> torch.Tensor:
-    """``keep`` as a 1-D long tensor; ``ValueError`` if empty, duplicated or out of ``range(size)``."""
+def _check_keep(keep: Sequence[int] | torch.Tensor | np.ndarray, size: int, name: str = "keep") -> torch.Tensor:
+    """``keep`` as a 1-D long tensor; ``ValueError`` if empty, duplicated or out of ``range(size)``.
+
+    Accepts a sequence of Python ints, an integer tensor or an integer NumPy array (shared with
+    :mod:`nlprune.keras_cut`)."""
+    if isinstance(keep, np.ndarray):
+        keep = torch.from_numpy(keep)
     if isinstance(keep, torch.Tensor):
         if keep.dtype == torch.bool or keep.is_floating_point() or keep.dim() != 1:
             raise TypeError(f"{name} must be a 1-D sequence of integer indices, got a {keep.dtype} tensor "
@@ -175,13 +181,18 @@ def cut_linear_units(first: nn.Linear, second: nn.Linear, keep: Sequence[int] | 
     return cut_linear_outputs(first, keep), cut_linear_inputs(second, keep)
 
 
-def _unit_model(model: nn.Module) -> tuple[nn.Module, nn.Linear, int]:
-    """The ``rnn`` and ``out`` of a model whose hidden units we can score, cut or mask."""
+def _rnn_and_out(model: nn.Module) -> tuple[nn.Module, nn.Linear, int]:
+    """The ``rnn``, the ``out`` layer and the gate count of a model whose units we can cut."""
     rnn, out = getattr(model, "rnn", None), getattr(model, "out", None)
     if rnn is None or not isinstance(out, nn.Linear):
         raise TypeError(f"model must have an `rnn` (nn.RNN/GRU/LSTM) and an `out` nn.Linear, "
                         f"got {type(model).__name__}")
-    gates = gate_count(rnn)
+    return rnn, out, gate_count(rnn)
+
+
+def _unit_model(model: nn.Module) -> tuple[nn.Module, nn.Linear, int]:
+    """The ``rnn`` and ``out`` of a model whose hidden units we can score or mask (one layer)."""
+    rnn, out, gates = _rnn_and_out(model)
     if rnn.num_layers != 1:
         raise ValueError(f"unit scores and masks need a single-layer RNN, got num_layers={rnn.num_layers}")
     if out.in_features != rnn.hidden_size:
@@ -189,7 +200,7 @@ def _unit_model(model: nn.Module) -> tuple[nn.Module, nn.Linear, int]:
     return rnn, out, gates
 
 
-def _per_unit_sum(model: nn.Module, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _per_unit_sum(hidden: int, gates: int, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Sum, per hidden unit, of elementwise ``values`` laid out like the unit's weights.
 
     ``values`` maps ``"ih"``, ``"hh"`` and ``"out"`` to tensors shaped like ``weight_ih_l0``,
@@ -197,8 +208,6 @@ def _per_unit_sum(model: nn.Module, values: Mapping[str, torch.Tensor]) -> torch
     and recurrent matrices, its column of the recurrent matrix and its column of the output
     layer; the entries where its rows meet its own column are counted once.
     """
-    rnn, _, gates = _unit_model(model)
-    hidden = rnn.hidden_size
     ih = values["ih"].reshape(gates, hidden, -1).sum(dim=(0, 2))
     hh = values["hh"].reshape(gates, hidden, hidden)
     rows, cols = hh.sum(dim=(0, 2)), hh.sum(dim=(0, 1))
@@ -215,9 +224,9 @@ def unit_norms(model: nn.Module, *, p: int | float = 2) -> torch.Tensor:
     """
     if not (isinstance(p, (int, float)) and p > 0):
         raise ValueError(f"p must be a positive number, got {p!r}")
-    rnn, out, _ = _unit_model(model)
+    rnn, out, gates = _unit_model(model)
     powers = {"ih": rnn.weight_ih_l0.abs() ** p, "hh": rnn.weight_hh_l0.abs() ** p, "out": out.weight.abs() ** p}
-    return (_per_unit_sum(model, powers) + 1e-12) ** (1.0 / p)
+    return (_per_unit_sum(rnn.hidden_size, gates, powers) + 1e-12) ** (1.0 / p)
 
 
 def _default_forward(model: nn.Module, batch) -> object:
@@ -266,12 +275,12 @@ def unit_taylor_scores(model: nn.Module, batches: Iterable,
     expansion of chapter 3 applied to the whole group), with ``g`` the gradient of the mean
     loss over ``batches`` (``loss_fn(model, batch)`` returns one batch's mean loss).
     """
-    rnn, _, _ = _unit_model(model)
+    rnn, _, gates = _unit_model(model)
     names = {"ih": "rnn.weight_ih_l0", "hh": "rnn.weight_hh_l0", "out": "out.weight"}
     grads = prune.accumulated_gradients(model, batches, loss_fn, list(names.values()))
     params = dict(model.named_parameters())
     products = {k: params[n].detach() * grads[n] for k, n in names.items()}
-    return _per_unit_sum(model, products).abs()
+    return _per_unit_sum(rnn.hidden_size, gates, products).abs()
 
 
 def keep_top_units(scores: torch.Tensor, fraction_cut: float) -> torch.Tensor:
@@ -308,11 +317,7 @@ def cut_model_hidden(model: nn.Module, keep) -> nn.Module:
     """A copy of ``model`` with only the hidden units in ``keep``: its ``rnn`` is cut by
     :func:`cut_rnn_hidden` and its ``out`` layer loses the matching inputs (those of the top
     layer's ``keep``). The original model is left unchanged."""
-    rnn, out = getattr(model, "rnn", None), getattr(model, "out", None)
-    if rnn is None or not isinstance(out, nn.Linear):
-        raise TypeError(f"model must have an `rnn` (nn.RNN/GRU/LSTM) and an `out` nn.Linear, "
-                        f"got {type(model).__name__}")
-    gate_count(rnn)
+    rnn, out, _ = _rnn_and_out(model)
     keeps = _per_layer_keep(rnn, keep)
     new = copy.deepcopy(model)
     new.rnn = cut_rnn_hidden(rnn, keep)

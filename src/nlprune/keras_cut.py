@@ -20,6 +20,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from .cut import _check_keep  # noqa: E402  (one check of `keep` for both frameworks)
+
 __all__ = ["keras_gate_count", "unit_norms", "cut_units"]
 
 # Layers that may sit between the cut layer and the layer that reads its units: they act on
@@ -42,19 +44,6 @@ def keras_gate_count(layer: keras.layers.Layer) -> int:
         return 1
     raise TypeError(f"layer {layer.name!r} is a {type(layer).__name__}; units can be cut from Dense, "
                     "SimpleRNN, GRU and LSTM layers")
-
-
-def _check_keep(keep: Sequence[int], size: int) -> np.ndarray:
-    index = np.asarray(list(keep))
-    if index.size == 0:
-        raise ValueError("keep is empty: keep at least one unit")
-    if not np.issubdtype(index.dtype, np.integer) or index.ndim != 1:
-        raise TypeError(f"keep must be a 1-D sequence of integer indices, got dtype {index.dtype}")
-    if index.min() < 0 or index.max() >= size:
-        raise ValueError(f"keep must hold indices in [0, {size - 1}], got min {index.min()} and max {index.max()}")
-    if np.unique(index).size != index.size:
-        raise ValueError("keep holds duplicate indices")
-    return index
 
 
 def _cut_own_units(layer: keras.layers.Layer, keep: np.ndarray) -> list[np.ndarray]:
@@ -127,7 +116,7 @@ def cut_units(model: keras.Sequential, layer_name: str, keep: Sequence[int]) -> 
     next kernel) are zero, the new model computes the same outputs as the old one.
     """
     layer, reader = _layer_and_reader(model, layer_name)
-    index = _check_keep(keep, layer.units)
+    index = _check_keep(keep, layer.units).numpy()
     config = model.get_config()
     for entry in config["layers"]:
         if entry["config"]["name"] == layer_name:

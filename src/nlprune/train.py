@@ -112,8 +112,7 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
     if masks is not None:
         prune.apply_masks(model, masks)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if progress is None:
-        progress = os.environ.get("NLPRUNE_PROGRESS", "1") != "0"
+    progress = _show_progress(progress)
     history: list[dict[str, float]] = []
     best: dict[tuple[int, ...], tuple[float, dict]] = {}  # masks' pruned counts -> best (accuracy, state)
     step = 0
@@ -142,6 +141,11 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
     if best:
         model.load_state_dict(best[_mask_signature(masks)][1])
     return history
+
+
+def _show_progress(progress: bool | None) -> bool:
+    """``progress`` itself, or for ``None``: show bars unless ``NLPRUNE_PROGRESS`` is ``0``."""
+    return os.environ.get("NLPRUNE_PROGRESS", "1") != "0" if progress is None else progress
 
 
 def _masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
@@ -259,8 +263,7 @@ def fit_language_model(model: nn.Module, batches: list[tuple[torch.Tensor, torch
         torch.manual_seed(seed)
     if masks is not None:
         prune.apply_masks(model, masks)
-    if progress is None:
-        progress = os.environ.get("NLPRUNE_PROGRESS", "1") != "0"
+    progress = _show_progress(progress)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     for epoch in range(1, epochs + 1):
