@@ -32,8 +32,9 @@ book: $(STAMP)
 	@echo "The book is built. Open this file in a browser:"
 	@echo "  $(CURDIR)/_build/html/index.html"
 
+# Unit tests and the docstring examples of nlprune (doctests).
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests src/nlprune
 
 # Without progress bars, as when the outputs were stored: the bars' widget messages flood the
 # kernel's output channel, and nbval fails a cell whose output arrives more than 5 s late.

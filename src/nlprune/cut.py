@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import prune
+from . import _checks, prune
 
 __all__ = [
     "gate_count",
@@ -47,8 +47,14 @@ _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 def gate_count(rnn: nn.Module) -> int:
     """Number of gate blocks stacked in the weights: 1 (``nn.RNN``), 3 (``nn.GRU``), 4 (``nn.LSTM``).
 
-    Raises ``TypeError`` for other modules and ``ValueError`` for bidirectional layers and LSTMs
-    with projections (``proj_size > 0``), which this module does not cut.
+    Raises:
+        TypeError: ``rnn`` is not an ``nn.RNN``, ``nn.GRU`` or ``nn.LSTM``.
+        ValueError: a bidirectional layer or an LSTM with projections (``proj_size > 0``),
+            which this module does not cut.
+
+    Example:
+        >>> gate_count(nn.LSTM(3, 5)), gate_count(nn.GRU(3, 5)), gate_count(nn.RNN(3, 5))
+        (4, 3, 1)
     """
     if type(rnn) not in _GATES:
         raise TypeError(f"rnn must be an nn.RNN, nn.GRU or nn.LSTM, got {type(rnn).__name__}")
@@ -62,8 +68,8 @@ def gate_count(rnn: nn.Module) -> int:
 def _check_keep(keep: Sequence[int] | torch.Tensor | np.ndarray, size: int, name: str = "keep") -> torch.Tensor:
     """``keep`` as a 1-D long tensor; ``ValueError`` if empty, duplicated or out of ``range(size)``.
 
-    Accepts a sequence of Python ints, an integer tensor or an integer NumPy array (shared with
-    :mod:`nlprune.keras_cut`)."""
+    Accepts a sequence of integers (Python or NumPy integers), an integer tensor or an integer
+    NumPy array (shared with :mod:`nlprune.keras_cut`)."""
     if isinstance(keep, np.ndarray):
         keep = torch.from_numpy(keep)
     if isinstance(keep, torch.Tensor):
@@ -73,8 +79,10 @@ def _check_keep(keep: Sequence[int] | torch.Tensor | np.ndarray, size: int, name
         index = keep.long().cpu()
     else:
         items = list(keep)
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
-            raise TypeError(f"{name} must be a sequence of integer indices, got {items[:5]!r}…")
+        try:
+            items = [_checks.integer(i, name) for i in items]
+        except TypeError:
+            raise TypeError(f"{name} must be a sequence of integer indices, got {items[:5]!r}…") from None
         index = torch.tensor(items, dtype=torch.long)
     if index.numel() == 0:
         raise ValueError(f"{name} is empty: keep at least one unit")
@@ -87,7 +95,12 @@ def _check_keep(keep: Sequence[int] | torch.Tensor | np.ndarray, size: int, name
 
 
 def unit_rows(keep: torch.Tensor, hidden: int, gates: int) -> torch.Tensor:
-    """Row indices of the kept units in a matrix of ``gates`` stacked blocks of ``hidden`` rows."""
+    """Row indices of the kept units in a matrix of ``gates`` stacked blocks of ``hidden`` rows.
+
+    Example:
+        >>> unit_rows(torch.tensor([0, 2]), hidden=3, gates=2)
+        tensor([0, 2, 3, 5])
+    """
     return torch.cat([g * hidden + keep for g in range(gates)])
 
 
@@ -115,7 +128,29 @@ def cut_rnn_hidden(rnn: nn.Module, keep) -> nn.Module:
     the same length); cutting layer ``k`` also removes the matching inputs of layer ``k + 1``.
     Weights are copied gate by gate. When the dropped units send nothing (their columns of
     ``weight_hh`` and of the next layer's ``weight_ih`` are zero), the new module's output equals
-    the original output restricted to ``keep``.
+    the original output restricted to ``keep``. The settings ``bias``, ``batch_first``,
+    ``dropout``, ``nonlinearity`` (``nn.RNN``), device, dtype and the training mode are carried over.
+
+    Args:
+        rnn: an ``nn.RNN``, ``nn.GRU`` or ``nn.LSTM`` (unidirectional, no projections).
+        keep: unit indices (integers, an integer tensor or NumPy array), or one such list per layer.
+
+    Returns:
+        A new module; ``rnn`` is not changed.
+
+    Raises:
+        TypeError: ``rnn`` is not a recurrent layer or ``keep`` does not hold integers.
+        ValueError: ``keep`` is empty, has duplicates or indices out of range, or per-layer
+            lists differ in length or number; bidirectional layers and projections.
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> lstm = nn.LSTM(3, 4, bias=False)
+        >>> small = cut_rnn_hidden(lstm, [0, 3])
+        >>> small
+        LSTM(3, 2, bias=False)
+        >>> torch.equal(small.weight_ih_l0, lstm.weight_ih_l0[[0, 3, 4, 7, 8, 11, 12, 15]])
+        True
     """
     gates = gate_count(rnn)
     keeps = _per_layer_keep(rnn, keep)
@@ -146,7 +181,15 @@ def _check_linear(linear: nn.Module, name: str) -> None:
 
 @torch.no_grad()
 def cut_linear_outputs(linear: nn.Linear, keep: Sequence[int] | torch.Tensor) -> nn.Linear:
-    """A new ``nn.Linear`` that computes only the outputs (units) in ``keep``."""
+    """A new ``nn.Linear`` that computes only the outputs (units) in ``keep``.
+
+    Raises ``TypeError`` if ``linear`` is not an ``nn.Linear`` and ``ValueError``/``TypeError``
+    for a bad ``keep`` (as :func:`cut_rnn_hidden`).
+
+    Example:
+        >>> cut_linear_outputs(nn.Linear(4, 6), [1, 2, 5])
+        Linear(in_features=4, out_features=3, bias=True)
+    """
     _check_linear(linear, "linear")
     k = _check_keep(keep, linear.out_features).to(linear.weight.device)
     new = nn.Linear(linear.in_features, len(k), bias=linear.bias is not None,
@@ -159,7 +202,14 @@ def cut_linear_outputs(linear: nn.Linear, keep: Sequence[int] | torch.Tensor) ->
 
 @torch.no_grad()
 def cut_linear_inputs(linear: nn.Linear, keep: Sequence[int] | torch.Tensor) -> nn.Linear:
-    """A new ``nn.Linear`` that reads only the inputs in ``keep`` (same outputs)."""
+    """A new ``nn.Linear`` that reads only the inputs in ``keep`` (same outputs).
+
+    Errors as :func:`cut_linear_outputs`.
+
+    Example:
+        >>> cut_linear_inputs(nn.Linear(4, 6), [0, 3])
+        Linear(in_features=2, out_features=6, bias=True)
+    """
     _check_linear(linear, "linear")
     k = _check_keep(keep, linear.in_features).to(linear.weight.device)
     new = nn.Linear(len(k), linear.out_features, bias=linear.bias is not None,
@@ -174,7 +224,19 @@ def cut_linear_units(first: nn.Linear, second: nn.Linear, keep: Sequence[int] | 
                      ) -> tuple[nn.Linear, nn.Linear]:
     """Cut the hidden units between two ``nn.Linear`` layers: the outputs of ``first`` and the
     matching inputs of ``second``. With an elementwise activation in between (``relu``, …),
-    ``second(act(first(x)))`` is unchanged whenever the dropped units' columns of ``second`` are zero."""
+    ``second(act(first(x)))`` is unchanged whenever the dropped units' columns of ``second`` are zero.
+
+    Returns:
+        The pair of new layers.
+
+    Raises:
+        TypeError: a layer is not an ``nn.Linear``.
+        ValueError: ``first``'s outputs do not match ``second``'s inputs, or a bad ``keep``.
+
+    Example:
+        >>> cut_linear_units(nn.Linear(4, 6), nn.Linear(6, 2), [0, 5])
+        (Linear(in_features=4, out_features=2, bias=True), Linear(in_features=2, out_features=2, bias=True))
+    """
     _check_linear(second, "second")
     if first.out_features != second.in_features:
         raise ValueError(f"first has {first.out_features} outputs but second reads {second.in_features} inputs")
@@ -221,9 +283,28 @@ def unit_norms(model: nn.Module, *, p: int | float = 2) -> torch.Tensor:
 
     The result is differentiable, so ``strength * unit_norms(model).sum()`` is a group-lasso
     penalty with one group per unit; call ``.detach()`` to use it as an importance score.
+
+    Args:
+        model: a model with a single-layer ``rnn`` and an ``out`` ``nn.Linear`` (see the module).
+        p: the order of the norm, positive.
+
+    Returns:
+        A 1-D tensor with ``hidden_size`` norms.
+
+    Raises:
+        TypeError: the model has no ``rnn``/``out``, or ``p`` is not a number.
+        ValueError: ``p`` is not positive, or the RNN has several layers.
+
+    Example:
+        >>> from nlprune.models import RNNClassifier
+        >>> model = RNNClassifier(10, kind="gru", embed_dim=4, hidden=3)
+        >>> with torch.no_grad():
+        ...     for w in (model.rnn.weight_ih_l0, model.rnn.weight_hh_l0, model.out.weight):
+        ...         _ = w.fill_(1.0)
+        >>> unit_norms(model, p=1).tolist()   # 3 gates x (4 + 3) in, 3 x 3 - 3 out, 2 to the output
+        [29.0, 29.0, 29.0]
     """
-    if not (isinstance(p, (int, float)) and p > 0):
-        raise ValueError(f"p must be a positive number, got {p!r}")
+    p = _checks.positive(p, "p")
     rnn, out, gates = _unit_model(model)
     powers = {"ih": rnn.weight_ih_l0.abs() ** p, "hh": rnn.weight_hh_l0.abs() ** p, "out": out.weight.abs() ** p}
     return (_per_unit_sum(rnn.hidden_size, gates, powers) + 1e-12) ** (1.0 / p)
@@ -240,7 +321,21 @@ def activation_scores(model: nn.Module, batches: Iterable,
     """Mean ``|h_t|`` of each hidden unit over every (non-padding) time step of ``batches``.
 
     The RNN's output is captured with a forward hook; packed sequences hold only real tokens,
-    so padding does not dilute the mean. ``forward(model, batch)`` runs one batch.
+    so padding does not dilute the mean. The model is run in evaluation mode; its mode is
+    restored afterwards.
+
+    Args:
+        model: a model with a single-layer ``rnn`` and an ``out`` layer.
+        batches: an iterable of batches.
+        forward: ``forward(model, batch)`` runs one batch (default: ``model(*batch[:-1])``,
+            which fits classifier batches ``(ids, lengths, labels)`` and LM batches ``(x, y)``).
+
+    Returns:
+        A 1-D tensor with one mean activation per unit.
+
+    Raises:
+        ValueError: ``batches`` is empty or the RNN has several layers.
+        TypeError: the model has no ``rnn``/``out``.
     """
     rnn, _, _ = _unit_model(model)
     total, count = torch.zeros(rnn.hidden_size), 0
@@ -274,6 +369,13 @@ def unit_taylor_scores(model: nn.Module, batches: Iterable,
     Zeroing all of a unit's weights changes the loss by about ``-Σ w·g`` (the first-order
     expansion of chapter 3 applied to the whole group), with ``g`` the gradient of the mean
     loss over ``batches`` (``loss_fn(model, batch)`` returns one batch's mean loss).
+
+    Returns:
+        A 1-D tensor with one score per unit.
+
+    Raises:
+        ValueError: ``batches`` is empty or the RNN has several layers.
+        TypeError: the model has no ``rnn``/``out``.
     """
     rnn, _, gates = _unit_model(model)
     names = {"ih": "rnn.weight_ih_l0", "hh": "rnn.weight_hh_l0", "out": "out.weight"}
@@ -284,12 +386,33 @@ def unit_taylor_scores(model: nn.Module, batches: Iterable,
 
 
 def keep_top_units(scores: torch.Tensor, fraction_cut: float) -> torch.Tensor:
-    """Indices (sorted) of the units to keep when cutting ``round(fraction_cut * n)`` lowest scores."""
-    if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
-        raise TypeError("scores must be a 1-D torch.Tensor with one score per unit")
-    if not 0.0 <= fraction_cut < 1.0:
-        raise ValueError(f"fraction_cut must be in [0, 1) (at least one unit stays), got {fraction_cut!r}")
-    n_keep = scores.numel() - round(fraction_cut * scores.numel())
+    """Indices (sorted) of the units to keep after cutting the ``round(fraction_cut * n)``
+    lowest-scoring of ``n`` units; at least one unit always stays.
+
+    Args:
+        scores: a 1-D tensor, one real score per unit (higher = more important).
+        fraction_cut: the share of units to cut, in [0, 1) (NumPy scalars accepted).
+
+    Returns:
+        A sorted 1-D long tensor of unit indices, for :func:`cut_model_hidden` or
+        :func:`structured_masks`.
+
+    Raises:
+        TypeError: ``scores`` is not a 1-D tensor or ``fraction_cut`` not a number.
+        ValueError: ``fraction_cut`` outside [0, 1), or NaN scores.
+
+    Example:
+        >>> keep_top_units(torch.tensor([0.3, 0.9, 0.1, 0.5]), 0.5)
+        tensor([1, 3])
+        >>> keep_top_units(torch.tensor([0.3, 0.9, 0.1, 0.5]), 0.9)   # round(3.6) = 4, one stays
+        tensor([1])
+    """
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or scores.numel() == 0:
+        raise TypeError("scores must be a non-empty 1-D torch.Tensor with one score per unit")
+    if scores.is_floating_point() and torch.isnan(scores).any():
+        raise ValueError("scores contains NaN; every unit needs a real score")
+    fraction_cut = _checks.fraction(fraction_cut, "fraction_cut", upper_open=True)
+    n_keep = max(1, scores.numel() - round(fraction_cut * scores.numel()))
     return torch.topk(scores, n_keep, sorted=False).indices.sort().values
 
 
@@ -297,7 +420,22 @@ def structured_masks(model: nn.Module, keep: Sequence[int] | torch.Tensor) -> di
     """Keep-masks (for :func:`nlprune.train.fit` and :func:`nlprune.prune.apply_masks`) that zero
     every weight and bias of the units not in ``keep``: their gate rows, their recurrent columns
     and their output-layer columns. A unit masked this way sends nothing, so
-    :func:`cut_model_hidden` with the same ``keep`` leaves the model's outputs unchanged."""
+    :func:`cut_model_hidden` with the same ``keep`` leaves the model's outputs unchanged.
+
+    Raises ``TypeError``/``ValueError`` for a model without a single-layer ``rnn`` and ``out``
+    or a bad ``keep`` (as :func:`cut_rnn_hidden`).
+
+    Example:
+        >>> from nlprune.models import RNNClassifier
+        >>> masks = structured_masks(RNNClassifier(10, kind="rnn", embed_dim=2, hidden=3), [0, 2])
+        >>> masks["rnn.weight_hh_l0"].int()
+        tensor([[1, 0, 1],
+                [0, 0, 0],
+                [1, 0, 1]], dtype=torch.int32)
+        >>> masks["out.weight"].int()
+        tensor([[1, 0, 1],
+                [1, 0, 1]], dtype=torch.int32)
+    """
     rnn, out, gates = _unit_model(model)
     hidden = rnn.hidden_size
     k = _check_keep(keep, hidden)
@@ -316,7 +454,18 @@ def structured_masks(model: nn.Module, keep: Sequence[int] | torch.Tensor) -> di
 def cut_model_hidden(model: nn.Module, keep) -> nn.Module:
     """A copy of ``model`` with only the hidden units in ``keep``: its ``rnn`` is cut by
     :func:`cut_rnn_hidden` and its ``out`` layer loses the matching inputs (those of the top
-    layer's ``keep``). The original model is left unchanged."""
+    layer's ``keep``). The original model is left unchanged; the copy keeps its training mode
+    and the RNN's settings (see :func:`cut_rnn_hidden`).
+
+    Raises ``TypeError``/``ValueError`` as :func:`cut_rnn_hidden` and for a model without an
+    ``rnn`` and an ``out`` ``nn.Linear``.
+
+    Example:
+        >>> from nlprune.models import RNNClassifier
+        >>> small = cut_model_hidden(RNNClassifier(10, kind="lstm", embed_dim=4, hidden=8), [1, 5, 6])
+        >>> small.rnn, small.out
+        (LSTM(4, 3, batch_first=True), Linear(in_features=3, out_features=2, bias=True))
+    """
     rnn, out, _ = _rnn_and_out(model)
     keeps = _per_layer_keep(rnn, keep)
     new = copy.deepcopy(model)

@@ -25,7 +25,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +217,7 @@ class TextDataset(Dataset):
                  *, max_len: int = 64) -> None:
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len!r}")
+        self.max_len = max_len
         self.ids = [vocab.encode(tokenize(e.text))[:max_len] or [1] for e in examples]
         self.labels = [e.label for e in examples]
 
@@ -250,13 +251,18 @@ def padded_arrays(dataset: TextDataset, length: int) -> tuple[np.ndarray, np.nda
 
 @dataclass
 class TextTask:
-    """Everything a classification chapter needs: splits, vocabulary and loaders."""
+    """Everything a classification chapter needs: splits, vocabulary and loaders.
+
+    ``settings`` records the arguments that built the task (corpus, loader and split settings),
+    so a cached model trained on it can be told apart from one trained on another task.
+    """
 
     splits: Splits
     vocab: Vocab
     train: DataLoader
     valid: DataLoader
     test: DataLoader
+    settings: dict = field(default_factory=dict)
 
 
 def make_loaders(corpus: str = "en", *, batch_size: int = 64, max_len: int = 64, min_freq: int = 2,
@@ -275,8 +281,10 @@ def make_loaders(corpus: str = "en", *, batch_size: int = 64, max_len: int = 64,
         return DataLoader(TextDataset(part, vocab, tokenize, max_len=max_len), batch_size=batch_size,
                           shuffle=shuffle, collate_fn=collate_padded)
 
+    settings = {"corpus": corpus, "batch_size": batch_size, "max_len": max_len, "min_freq": min_freq,
+                "seed": seed}
     return TextTask(splits, vocab, loader(splits.train, True), loader(splits.valid, False),
-                    loader(splits.test, False))
+                    loader(splits.test, False), settings)
 
 
 def lm_stream(text: str, vocab: Vocab | None = None, *, min_freq: int = 2) -> tuple[torch.Tensor, Vocab]:

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from . import _checks  # noqa: E402  (argument checks shared with the PyTorch modules)
 from .cut import _check_keep  # noqa: E402  (one check of `keep` for both frameworks)
 
 __all__ = ["keras_gate_count", "unit_norms", "cut_units"]
@@ -66,8 +67,7 @@ def unit_norms(model: keras.Sequential, layer_name: str, *, p: int | float = 2) 
     of the kernel (and of the recurrent kernel), its row of the recurrent kernel (what it sends
     to the other units; the entries it sends to itself are counted once) and its row of the next
     weighted layer's kernel. The Keras counterpart of :func:`nlprune.cut.unit_norms`."""
-    if not (isinstance(p, (int, float)) and p > 0):
-        raise ValueError(f"p must be a positive number, got {p!r}")
+    p = _checks.positive(p, "p")
     layer, reader = _layer_and_reader(model, layer_name)
     gates, units = keras_gate_count(layer), layer.units
     weights = [np.abs(w) ** p for w in layer.get_weights()]

@@ -22,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 import torch  # noqa: E402
 
-from . import prune  # noqa: E402
+from . import _checks, prune  # noqa: E402
 
 __all__ = ["prunable_variables", "magnitude_masks", "apply_masks", "KeepMasks", "gradient_scores",
            "taylor_scores", "masks_from_scores"]
@@ -40,12 +40,7 @@ def _select(model: keras.Model, names: Iterable[str] | None) -> dict[str, tf.Var
     variables = prunable_variables(model)
     if names is None:
         return variables
-    names = list(names)
-    unknown = [n for n in names if n not in variables]
-    if unknown:
-        raise ValueError(f"names contains variables the model does not have: {unknown}; "
-                         f"it has {list(variables)}")
-    return {n: variables[n] for n in names}
+    return {n: variables[n] for n in _checks.known_names(names, variables, "variables")}
 
 
 def masks_from_scores(scores: Mapping[str, np.ndarray | tf.Tensor], sparsity: float, *,
@@ -63,15 +58,20 @@ def magnitude_masks(model: keras.Model, sparsity: float, *, scope: str = "layer"
 
 
 def apply_masks(model: keras.Model, masks: Mapping[str, np.ndarray]) -> keras.Model:
-    """Assign ``w * mask`` to every masked variable; ``ValueError`` on unknown names or shapes."""
+    """Assign ``w * mask`` to every masked variable and return ``model``.
+
+    Raises:
+        TypeError: a mask is not a boolean NumPy array.
+        ValueError: a mask names no weight matrix of the model, or its shape differs.
+    """
     variables = prunable_variables(model)
     for name, mask in masks.items():
-        if name not in variables:
-            raise ValueError(f"mask {name!r} names no weight matrix of the model; it has {list(variables)}")
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+            raise TypeError(f"mask {name!r} must be a boolean NumPy array (True = keep), got "
+                            f"{type(mask).__name__} of dtype {getattr(mask, 'dtype', None)}")
+        _checks.mask_matches(name, mask.shape, variables[name].shape if name in variables else (),
+                             variables, "weight matrix")
         var = variables[name]
-        if tuple(mask.shape) != tuple(var.shape):
-            raise ValueError(f"mask {name!r} has shape {tuple(mask.shape)} but the variable has shape "
-                             f"{tuple(var.shape)}")
         var.assign(tf.where(tf.constant(mask), var, tf.zeros_like(var)))
     return model
 

@@ -7,6 +7,7 @@ masks (pruned weights stay exactly zero), and training with a penalty term.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import random
@@ -21,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import prune
+from . import __version__, _checks, prune
 from .data import lm_batches
 from .models import LSTMLanguageModel, RNNClassifier
 
@@ -32,6 +33,7 @@ __all__ = [
     "fit",
     "cache_dir",
     "cached_model",
+    "recipe_key",
     "perplexity",
     "fit_language_model",
     "LM_RECIPE",
@@ -41,7 +43,22 @@ __all__ = [
 
 
 def reproducible(seed: int = 0, threads: int = 2) -> None:
-    """Seed Python, NumPy, PyTorch (and TensorFlow if already imported) and fix torch's thread count."""
+    """Seed Python, NumPy, PyTorch (and TensorFlow if already imported) and fix torch's thread count.
+
+    Args:
+        seed: the seed for every generator.
+        threads: torch's intra-op thread count, an integer >= 1.
+
+    Raises:
+        TypeError: ``seed`` or ``threads`` is not an integer.
+        ValueError: ``threads < 1``.
+
+    Example:
+        >>> reproducible(3, threads=1); a = torch.rand(2)
+        >>> reproducible(3, threads=1); torch.equal(a, torch.rand(2)), torch.get_num_threads()
+        (True, 1)
+    """
+    seed, threads = _checks.integer(seed, "seed"), _checks.integer(threads, "threads")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads!r}")
     random.seed(seed)
@@ -53,7 +70,7 @@ def reproducible(seed: int = 0, threads: int = 2) -> None:
 
 
 def default_device() -> torch.device:
-    """CUDA when a GPU is present, otherwise the CPU."""
+    """CUDA when a GPU is present, otherwise the CPU (the course's reference device)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -64,7 +81,16 @@ def _to(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Te
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of a classifier over ``loader``."""
+    """Mean cross-entropy and accuracy of a classifier over ``loader``.
+
+    Args:
+        model: a classifier taking ``(ids, lengths)`` and returning logits.
+        loader: batches ``(ids, lengths, labels)``.
+        device: where to run (default: the model's device).
+
+    Returns:
+        ``{"loss": …, "accuracy": …}`` over all examples. The model's mode is restored.
+    """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -93,8 +119,11 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
       optimizer step.
     * ``penalty``: a function of the model added to the loss (e.g. an L1 term).
     * ``on_step``: called with the global step number before each step (used by schedules).
-    * ``seed``: seeds torch's global generator first, which fixes the shuffling order and the
-      dropout masks, so the same call gives the same model whatever ran before it.
+    * ``seed``: an integer re-seeds torch's **global** generator with ``torch.manual_seed(seed)``
+      at the start of every call. The loader's shuffling order and the dropout masks both draw
+      from that generator, so the same call gives the same model whatever ran before it; the
+      price is that the caller's global random state is replaced (afterwards it is wherever
+      this training left it). Pass ``seed=None`` to leave the global generator alone.
     * ``progress``: show a tqdm bar per epoch; ``None`` (default) shows it unless the
       environment variable ``NLPRUNE_PROGRESS`` is ``0`` (set when notebooks are executed to
       store their outputs, so the book does not show stale bars).
@@ -102,6 +131,24 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
       at the end (best-on-validation checkpointing, kept in memory). When ``on_step`` changes
       the masks during training (gradual pruning), only epochs that ended with the final masks
       are candidates, so the restored model has the sparsity that training ended with.
+
+    Returns:
+        A list of dicts (epoch, train_loss, seconds, and valid_loss/valid_accuracy with ``valid``).
+
+    Raises:
+        ValueError: ``epochs < 1``, or bad ``masks`` (see :func:`nlprune.prune.apply_masks`).
+
+    Example:
+        >>> from nlprune import data
+        >>> from nlprune.models import RNNClassifier
+        >>> items = [([2, 3], 1), ([4, 5], 0)] * 8
+        >>> loader = DataLoader(items, batch_size=4, collate_fn=data.collate_padded)
+        >>> model = RNNClassifier(6, kind="gru", embed_dim=4, hidden=4)
+        >>> masks = prune.compute_masks(prune.magnitude_scores(model), 0.5)
+        >>> history = fit(model, loader, loader, epochs=2, masks=masks, progress=False)
+        >>> [sorted(record) for record in history][0]
+        ['epoch', 'seconds', 'train_loss', 'valid_accuracy', 'valid_loss']
+        >>> prune.check_masks(model, masks)   # pruned weights are still exactly zero
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
@@ -175,30 +222,79 @@ def cache_dir() -> Path:
     return path
 
 
-def cached_model(key: str, build: Callable[[], nn.Module], train_fn: Callable[[nn.Module], object]
-                 ) -> tuple[nn.Module, dict]:
+def cached_model(key: str, build: Callable[[], nn.Module], train_fn: Callable[[nn.Module], object], *,
+                 recipe: Mapping | None = None) -> tuple[nn.Module, dict]:
     """Return ``(model, info)``: loaded from the cache when ``key`` is there, otherwise built,
     trained by ``train_fn(model)`` and saved (``state_dict`` + a JSON file of ``info``).
 
-    Loading uses ``torch.load(..., weights_only=True)``. ``info`` holds what ``train_fn``
-    returned (e.g. its history) and the training time in seconds.
+    Loading uses ``torch.load(..., weights_only=True)``. ``info`` holds the key, what
+    ``train_fn`` returned (e.g. its history), the training time in seconds and the ``recipe``.
+
+    Args:
+        key: the file name stem in :func:`cache_dir` (no slashes). Make it depend on everything
+            that changes the trained model (:func:`recipe_key` does).
+        build: returns the untrained model (seed inside it for a reproducible start).
+        train_fn: trains the model in place; its return value must be JSON-serialisable.
+        recipe: what the model was trained from (JSON-serialisable). It is stored beside the
+            weights and compared on load.
+
+    Returns:
+        ``(model, info)``.
+
+    Raises:
+        ValueError: a bad ``key``, or a cached file whose stored recipe differs from ``recipe``
+            (delete the file, or fix the key).
     """
     if not key or any(c in key for c in "/\\"):
         raise ValueError(f"key must be a non-empty name without slashes, got {key!r}")
+    recipe = None if recipe is None else json.loads(json.dumps(recipe))
     weights, meta = cache_dir() / f"{key}.pt", cache_dir() / f"{key}.json"
     model = build()
     if weights.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        if recipe is not None and info.get("recipe") != recipe:
+            raise ValueError(f"the cached model {weights} was trained from the recipe {info.get('recipe')} "
+                             f"but {recipe} was asked for; delete the file to retrain")
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return model, json.loads(meta.read_text())
+        return model, info
     start = time.perf_counter()
     result = train_fn(model)
-    info = {"key": key, "train_seconds": time.perf_counter() - start, "result": result}
+    info = {"key": key, "train_seconds": time.perf_counter() - start, "result": result, "recipe": recipe}
     model.cpu()
     tmp = weights.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(weights)
     meta.write_text(json.dumps(info, indent=1))
     return model, info
+
+
+def recipe_key(prefix: str, recipe: Mapping) -> str:
+    """A cache key: ``prefix`` and the first 16 hex digits of the SHA-256 of ``recipe`` as JSON.
+
+    Example:
+        >>> recipe_key("clf-lstm", {"lr": 0.002}) == recipe_key("clf-lstm", {"lr": 0.002})
+        True
+        >>> recipe_key("clf-lstm", {"lr": 0.002}) == recipe_key("clf-lstm", {"lr": 0.003})
+        False
+    """
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"{prefix}-{digest[:16]}"
+
+
+def _digest(items: object) -> str:
+    """SHA-256 of a JSON-serialisable value (the data a model was trained on)."""
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _task_recipe(task) -> dict:
+    """What identifies a classification task: its settings, loader settings and a digest of
+    the training and validation examples and of the vocabulary."""
+    splits = task.splits
+    return {"settings": dict(task.settings),
+            "batch_size": task.train.batch_size,
+            "max_len": getattr(task.train.dataset, "max_len", None),
+            "data": _digest([[(e.text, e.label) for e in part] for part in (splits.train, splits.valid)]),
+            "vocab": _digest(task.vocab.itos)}
 
 
 # The recipe of the course's base classifiers. Changing it changes the cache key.
@@ -210,11 +306,21 @@ def base_classifier(task, kind: str = "lstm") -> tuple[nn.Module, dict]:
     """The course's trained RNN classifier for a :class:`nlprune.data.TextTask`, from the cache.
 
     Trained once, deterministically (seed, recipe :data:`BASE_RECIPE`), with
-    best-on-validation checkpointing; later calls load it. Returns ``(model, info)``.
+    best-on-validation checkpointing; later calls load it. The cache key is a hash of the full
+    recipe: :data:`BASE_RECIPE`, ``kind``, the task's settings, loader settings, a digest of its
+    training and validation data and vocabulary, and the package version; the recipe is stored
+    beside the weights and checked on load.
+
+    Args:
+        task: from :func:`nlprune.data.make_loaders`.
+        kind: ``"rnn"``, ``"gru"`` or ``"lstm"``.
+
+    Returns:
+        ``(model, info)``: the model in evaluation mode on the CPU, and the cache's info.
     """
     r = BASE_RECIPE
-    key = (f"clf-{kind}-v{len(task.vocab)}-n{len(task.splits.train)}-e{r['embed_dim']}-h{r['hidden']}"
-           f"-d{r['dropout']}-ep{r['epochs']}-lr{r['lr']}-wd{r['weight_decay']}-s{r['seed']}")
+    recipe = {"model": "RNNClassifier", "kind": kind, **r, "task": _task_recipe(task), "nlprune": __version__}
+    key = recipe_key(f"clf-{kind}", recipe)
 
     def build() -> nn.Module:
         torch.manual_seed(r["seed"])
@@ -226,14 +332,20 @@ def base_classifier(task, kind: str = "lstm") -> tuple[nn.Module, dict]:
                    weight_decay=r["weight_decay"], seed=r["seed"],
                    device=torch.device("cpu"), desc=f"base {kind}")
 
-    model, info = cached_model(key, build, train_fn)
+    model, info = cached_model(key, build, train_fn, recipe=recipe)
     return model.eval(), info
 
 
 @torch.no_grad()
 def perplexity(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """``exp`` of the mean next-word cross-entropy of a language model over consecutive
-    ``(input, target)`` windows (from :func:`nlprune.data.lm_batches`), carrying the state."""
+    ``(input, target)`` windows (from :func:`nlprune.data.lm_batches`), carrying the state.
+
+    Raises:
+        ValueError: ``batches`` is empty.
+
+    A model that predicts every word with probability ``1/V`` has perplexity ``V``.
+    """
     if len(batches) == 0:
         raise ValueError("batches is empty")
     was_training = model.training
@@ -254,8 +366,14 @@ def fit_language_model(model: nn.Module, batches: list[tuple[torch.Tensor, torch
     """Train a language model with truncated backpropagation through time.
 
     The windows are visited in order, the state is carried from one window to the next and
-    detached (so gradients flow back at most one window). ``masks`` are kept as in :func:`fit`.
-    Returns one record per epoch with the training perplexity.
+    detached (so gradients flow back at most one window). ``masks`` are kept as in :func:`fit`;
+    ``seed`` re-seeds torch's global generator (dropout) as in :func:`fit`.
+
+    Returns:
+        One record per epoch with the training perplexity and the seconds it took.
+
+    Raises:
+        ValueError: ``epochs < 1`` or bad ``masks``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
@@ -289,10 +407,16 @@ LM_RECIPE = {"embed_dim": 128, "hidden": 256, "dropout": 0.3, "epochs": 6, "lr":
 
 def base_language_model(train_stream: torch.Tensor, vocab_size: int) -> tuple[nn.Module, dict]:
     """The course's word-level LSTM language model, trained on ``train_stream`` with
-    :data:`LM_RECIPE` (deterministically) and cached like :func:`base_classifier`."""
+    :data:`LM_RECIPE` (deterministically) and cached like :func:`base_classifier`: the key is a
+    hash of the recipe, the vocabulary size, a digest of the stream and the package version.
+
+    Returns:
+        ``(model, info)``: the model in evaluation mode, and the cache's info.
+    """
     r = LM_RECIPE
-    key = (f"lm-lstm-v{vocab_size}-n{train_stream.numel()}-e{r['embed_dim']}-h{r['hidden']}-d{r['dropout']}"
-           f"-ep{r['epochs']}-lr{r['lr']}-b{r['batch_size']}-t{r['bptt']}-s{r['seed']}")
+    recipe = {"model": "LSTMLanguageModel", **r, "vocab_size": vocab_size,
+              "stream": _digest(train_stream.tolist()), "nlprune": __version__}
+    key = recipe_key("lm-lstm", recipe)
 
     def build() -> nn.Module:
         torch.manual_seed(r["seed"])
@@ -303,5 +427,5 @@ def base_language_model(train_stream: torch.Tensor, vocab_size: int) -> tuple[nn
         return fit_language_model(model, batches, epochs=r["epochs"], lr=r["lr"], seed=r["seed"],
                                   desc="base LM")
 
-    model, info = cached_model(key, build, train_fn)
+    model, info = cached_model(key, build, train_fn, recipe=recipe)
     return model.eval(), info
