@@ -1,0 +1,108 @@
+"""Measure how long every chapter notebook takes to run, cold and warm (``make bench``).
+
+For each notebook of the table of contents, in order:
+
+* **cold**: executed top to bottom in a fresh kernel with an *empty* model cache, so it trains
+  every base model it needs itself (what a reader who opens this chapter first waits for);
+* **warm**: executed again with the cache its cold run filled (what every later run costs).
+
+Each time includes starting the kernel. The notebooks are executed in memory and never
+written back. The table (notebook, seconds cold, seconds warm, budget, within budget) and the
+machine it ran on are printed and written to ``book/_generated/bench.md``, which the book's
+reproducibility appendix includes. The exit status is 1 when a notebook's cold run exceeds its
+budget of 180 s or the cold total exceeds 20 minutes: this is a benchmark, and the test suite
+never looks at the clock.
+
+Usage: ``python tools/bench.py [notebook ...]`` (default: every notebook in ``_toc.yml``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_BUDGET = 180.0  # seconds per notebook on 2 CPU cores
+COURSE_BUDGET = 20 * 60.0  # seconds for the whole course
+OUTPUT = ROOT / "book" / "_generated" / "bench.md"
+
+
+def toc_notebooks() -> list[Path]:
+    """The notebooks listed in ``_toc.yml``, in reading order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [ch["file"] for part in toc.get("parts", []) for ch in part.get("chapters", [])]
+    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
+
+
+def run(path: Path, cache: str) -> float:
+    """Seconds to execute ``path`` top to bottom in a new kernel with ``NLPRUNE_CACHE=cache``."""
+    os.environ["NLPRUNE_CACHE"] = cache  # the kernel inherits this process's environment
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=1800, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - start
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> list[str]:
+    packages = ["torch", "tensorflow", "tf-keras", "tensorflow-model-optimization", "numpy", "nbclient"]
+    versions = ", ".join(f"{p} {version(p)}" for p in packages)
+    return [f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            f"- CPU: {cpu_model()}, {os.cpu_count()} cores; {platform.system()} {platform.release()}",
+            f"- Python {platform.python_version()}; {versions}",
+            f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+            f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '(default)')}"]
+
+
+def main(argv: list[str]) -> int:
+    notebooks = [Path(a).resolve() for a in argv] or toc_notebooks()
+    os.environ.setdefault("NLPRUNE_PROGRESS", "0")  # no progress-bar widgets in the kernels
+    rows = []
+    for path in notebooks:
+        with tempfile.TemporaryDirectory(prefix="nlprune-bench-") as cache:
+            cold = run(path, cache)
+            warm = run(path, cache)
+        ok = cold <= NOTEBOOK_BUDGET
+        rows.append((path.name, cold, warm, ok))
+        print(f"{path.name}: cold {cold:.0f} s, warm {warm:.0f} s", flush=True)
+    total_cold, total_warm = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    total_ok = total_cold <= COURSE_BUDGET and all(r[3] for r in rows)
+    lines = ["| notebook | seconds cold | seconds warm | budget (s) | within budget |",
+             "|---|---:|---:|---:|---|"]
+    lines += [f"| {name} | {cold:.0f} | {warm:.0f} | {NOTEBOOK_BUDGET:.0f} | {'yes' if ok else 'NO'} |"
+              for name, cold, warm, ok in rows]
+    lines.append(f"| **total** | {total_cold:.0f} | {total_warm:.0f} | {COURSE_BUDGET:.0f} | "
+                 f"{'yes' if total_ok else 'NO'} |")
+    report = "\n".join(lines + ["", "Measured on:", "", *machine()]) + "\n"
+    print()
+    print(report)
+    if len(argv) == 0:  # only a full run replaces the table the book shows
+        OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+        OUTPUT.write_text(report)
+        print(f"written to {OUTPUT.relative_to(ROOT)}")
+    return 0 if total_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
