@@ -1,17 +1,21 @@
 """Measure how long every chapter notebook takes to run, cold and warm (``make bench``).
 
-For each notebook of the table of contents, in order:
+Two passes over the notebooks of the table of contents, in reading order, each notebook in a
+fresh kernel:
 
-* **cold**: executed top to bottom in a fresh kernel with an *empty* model cache, so it trains
-  every base model it needs itself (what a reader who opens this chapter first waits for);
-* **warm**: executed again with the cache its cold run filled (what every later run costs).
+* **cold**: the first pass starts from an *empty* model cache, as a fresh clone does: each
+  notebook trains the base models that no earlier chapter has trained (chapter 1 the review
+  classifier, chapter 6 the language model), exactly what a reader working through the course
+  waits for;
+* **warm**: the second pass, with the cache the first pass filled (every later run).
 
-Each time includes starting the kernel. The notebooks are executed in memory and never
-written back. The table (notebook, seconds cold, seconds warm, budget, within budget) and the
-machine it ran on are printed and written to ``book/_generated/bench.md``, which the book's
-reproducibility appendix includes. The exit status is 1 when a notebook's cold run exceeds its
-budget of 180 s or the cold total exceeds 20 minutes: this is a benchmark, and the test suite
-never looks at the clock.
+Each time includes starting the kernel. The notebooks are executed in memory and never written
+back. The table (notebook, seconds cold, seconds warm, budget, within budget) and the machine it
+ran on are printed and written to ``book/_generated/bench.md``, which the book's
+reproducibility appendix includes. A notebook is within budget when both of its runs take at
+most 180 s; the course is within budget when the cold pass takes at most 20 minutes. The exit
+status is 1 when a budget is exceeded: this is a benchmark, and the test suite never looks at
+the clock.
 
 Usage: ``python tools/bench.py [notebook ...]`` (default: every notebook in ``_toc.yml``).
 """
@@ -78,16 +82,18 @@ def machine() -> list[str]:
 def main(argv: list[str]) -> int:
     notebooks = [Path(a).resolve() for a in argv] or toc_notebooks()
     os.environ.setdefault("NLPRUNE_PROGRESS", "0")  # no progress-bar widgets in the kernels
-    rows = []
-    for path in notebooks:
-        with tempfile.TemporaryDirectory(prefix="nlprune-bench-") as cache:
-            cold = run(path, cache)
-            warm = run(path, cache)
-        ok = cold <= NOTEBOOK_BUDGET
-        rows.append((path.name, cold, warm, ok))
-        print(f"{path.name}: cold {cold:.0f} s, warm {warm:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="nlprune-bench-") as cache:
+        cold = {}
+        for path in notebooks:
+            cold[path] = run(path, cache)
+            print(f"{path.name}: cold {cold[path]:.0f} s", flush=True)
+        warm = {}
+        for path in notebooks:
+            warm[path] = run(path, cache)
+            print(f"{path.name}: warm {warm[path]:.0f} s", flush=True)
+    rows = [(p.name, cold[p], warm[p], max(cold[p], warm[p]) <= NOTEBOOK_BUDGET) for p in notebooks]
     total_cold, total_warm = sum(r[1] for r in rows), sum(r[2] for r in rows)
-    total_ok = total_cold <= COURSE_BUDGET and all(r[3] for r in rows)
+    total_ok = total_cold <= COURSE_BUDGET and all(r[3] for r in rows)  # the course: first pass
     lines = ["| notebook | seconds cold | seconds warm | budget (s) | within budget |",
              "|---|---:|---:|---:|---|"]
     lines += [f"| {name} | {cold:.0f} | {warm:.0f} | {NOTEBOOK_BUDGET:.0f} | {'yes' if ok else 'NO'} |"
