@@ -62,10 +62,12 @@ notebooks: $(STAMP)
 
 test: unit notebooks check-html
 
-# For authors: run every notebook top to bottom and store its outputs (without progress bars).
+# For authors: run every notebook top to bottom and store its outputs (without progress bars),
+# then drop TensorFlow's start-up messages from the cells tagged remove-stderr.
 execute: $(STAMP)
 	cd notebooks && for nb in *.ipynb; do \
 	  NLPRUNE_PROGRESS=0 ../$(BIN)/jupyter execute --inplace --timeout=600 "$$nb" || exit 1; done
+	$(BIN)/python tools/drop_startup_noise.py notebooks/*.ipynb
 
 # Run times of every notebook from an empty model cache and with a warm one, against the budgets
 # (3 min per notebook, 20 min for the course). Writes book/_generated/bench.md for the
