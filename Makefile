@@ -13,10 +13,13 @@ export NLPRUNE_CACHE ?= $(CURDIR)/.cache/nlprune
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
-# OpenMP threads that sleep instead of spinning when idle: on a busy 2-core machine, spinning
-# torch threads starve the kernel's output thread and everything else (a notebook that ran in
-# 62 s did not finish in 400 s beside two busy processes). Inherited by every Jupyter kernel.
-export OMP_WAIT_POLICY ?= PASSIVE
+# How long idle OpenMP threads of torch spin before they sleep (libgomp, Linux). Measured here on
+# 2 cores, ms per training step of the review LSTM, idle / beside two busy loops:
+#   default (300,000 spins) 32 / 134 (and a starved kernel: a notebook did not finish in 400 s);
+#   OMP_WAIT_POLICY=PASSIVE (0 spins) 61 / 43;   GOMP_SPINCOUNT=10000 25 / 83.
+# 10,000 spins is the fastest on an idle machine and keeps a busy one usable; every Jupyter
+# kernel the targets start inherits it. (macOS builds of torch use LLVM's libomp, which ignores it.)
+export GOMP_SPINCOUNT ?= 10000
 
 .PHONY: install book test unit notebooks html check-html check-browser execute bench clean
 
