@@ -192,7 +192,7 @@ async def check(browser: str, pages: list[Path]) -> list[str]:
                 if SHOT_PAGES.get(name) == view and view == "desktop":
                     await page.screenshot(SHOTS / f"{view}-{path.stem}.png")
             problems += await check_menu(page, view)
-        await ws.close() if asyncio.iscoroutinefunction(ws.close) else ws.close()
+        ws.close()
     finally:
         proc.terminate()
         try:
