@@ -12,6 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import _checks
+
 __all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency"]
 
 
@@ -28,10 +30,7 @@ def count_nonzero(model: nn.Module) -> int:
 def sparsity_table(model: nn.Module, names: list[str] | None = None) -> pd.DataFrame:
     """Measured zeros per parameter tensor (default: all of them) and a ``total`` row."""
     params = dict(model.named_parameters())
-    names = list(params) if names is None else names
-    unknown = [n for n in names if n not in params]
-    if unknown:
-        raise ValueError(f"names contains parameters the model does not have: {unknown}")
+    names = list(params) if names is None else _checks.known_names(names, params)
     rows = [{"tensor": n, "shape": tuple(params[n].shape), "entries": params[n].numel(),
              "zeros": params[n].numel() - int(torch.count_nonzero(params[n].detach()))} for n in names]
     rows.append({"tensor": "total", "shape": "", "entries": sum(r["entries"] for r in rows),
