@@ -76,3 +76,45 @@ def test_plots():
     with pytest.raises(ValueError):
         plot.weight_histograms({})
     plt.close("all")
+
+
+def test_seed_summary_groups_and_measures_spread():
+    import pandas as pd
+
+    runs = pd.DataFrame({"schedule": ["g", "g", "g", "o", "o", "o"], "sparsity": [0.9] * 6,
+                         "accuracy": [0.76, 0.75, 0.77, 0.70, 0.73, 0.71]})
+    table = measure.seed_summary(runs, ["schedule", "sparsity"], "accuracy")
+    assert table.loc[("g", 0.9), "mean"] == pytest.approx(0.76)
+    assert table.loc[("o", 0.9), "sd"] == pytest.approx(0.0152753, rel=1e-4)  # sample sd (n - 1)
+    assert table.loc[("o", 0.9), "min"] == 0.70 and table.loc[("g", 0.9), "max"] == 0.77
+    assert list(table["runs"]) == [3, 3]
+    assert list(table.index.get_level_values(0)) == ["g", "o"]  # order of first appearance
+    with pytest.raises(ValueError, match="acc"):
+        measure.seed_summary(runs, "schedule", "acc")
+    with pytest.raises(TypeError, match="runs"):
+        measure.seed_summary(runs.to_dict(), "schedule", "accuracy")
+
+
+def test_clearly_above_needs_ranges_that_do_not_overlap():
+    assert measure.clearly_above([0.76, 0.75], [0.74, 0.70])
+    assert not measure.clearly_above([0.76, 0.75], [0.75, 0.70])  # a tie at the edge is no order
+    assert not measure.clearly_above([0.70], [0.80])
+    with pytest.raises(ValueError, match="at least one"):
+        measure.clearly_above([], [0.5])
+
+
+def test_rnn_classifier_pooling_over_the_sequence_own_steps():
+    torch.manual_seed(0)
+    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 0, 0, 0]])
+    lengths = torch.tensor([3, 2])
+    for pool in ("max", "mean"):
+        m = models.RNNClassifier(10, kind="lstm", embed_dim=4, hidden=6, pool=pool).eval()
+        # the hidden states of each sequence alone, without padding
+        states = [m.rnn(m.embedding(ids[i:i + 1, :n]))[0][0] for i, n in enumerate(lengths.tolist())]
+        expected = torch.stack([s.max(0).values if pool == "max" else s.mean(0) for s in states])
+        assert torch.allclose(m.features(ids, lengths), expected, atol=1e-6)
+        assert torch.allclose(m(ids[:, :3], lengths), m(ids, lengths), atol=1e-6)  # padding ignored
+    last = models.RNNClassifier(10, kind="gru", embed_dim=4, hidden=6).eval()
+    assert last.pool == "last"
+    with pytest.raises(ValueError, match="pool must be one of"):
+        models.RNNClassifier(10, pool="sum")

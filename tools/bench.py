@@ -44,8 +44,13 @@ OUTPUT = ROOT / "book" / "_generated" / "bench.md"
 def toc_notebooks() -> list[Path]:
     """The notebooks listed in ``_toc.yml``, in reading order."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [ch["file"] for part in toc.get("parts", []) for ch in part.get("chapters", [])]
+    files = [f for part in toc.get("parts", []) for f in toc_files(part.get("chapters", []))]
     return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
+
+
+def toc_files(entries: list[dict]) -> list[str]:
+    """The files of ``_toc.yml`` entries and of their sections, in reading order."""
+    return [f for e in entries for f in [e["file"], *toc_files(e.get("sections", []))]]
 
 
 def run(path: Path, cache: str) -> float:

@@ -5,7 +5,9 @@ every host name unresolvable (so any request to the internet fails and is report
 
 * no console error, uncaught exception or failed request;
 * the maths is typeset (MathJax left no raw ``\\(``/``\\[`` in the text);
-* on the phone, the menu button opens the chapter list; on the desktop, it hides the sidebar.
+* on the phone, the menu button opens the chapter list; on the desktop, it hides the sidebar;
+* on the desktop, no code cell, text output or display equation is wider than the column
+  (a reader would have to scroll it sideways; tables of numbers may scroll).
 
 Screenshots of the start page (phone, menu open) and of chapters 4 and 5 (desktop) are saved in
 ``_build/browser/`` to be looked at. The browser is driven over the Chrome DevTools Protocol
@@ -151,6 +153,29 @@ class Page:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data["data"]))
 
+# Code, text outputs and display equations wider than their column at the desktop width.
+_OVERFLOW = """
+(() => {
+  const wide = [];
+  const article = document.querySelector('article') || document.body;
+  const longest = e => (e.innerText || e.textContent || '').split('\\n')
+                         .sort((a, b) => b.length - a.length)[0].slice(0, 70);
+  for (const [kind, selector] of [['code', '.cell_input pre'], ['output', '.cell_output pre']]) {
+    article.querySelectorAll(selector).forEach(e => {
+      if (e.scrollWidth > e.clientWidth + 1)
+        wide.push(`${kind} ${e.scrollWidth}>${e.clientWidth}px: ${longest(e)}`);
+    });
+  }
+  article.querySelectorAll('mjx-container[display="true"]').forEach(e => {
+    const math = e.querySelector('mjx-math');
+    const width = math ? Math.ceil(math.getBoundingClientRect().width) : 0;
+    if (width > e.clientWidth + 1)
+      wide.push(`equation ${width}>${e.clientWidth}px: ${(e.getAttribute('aria-label') || '').slice(0, 70)}`);
+  });
+  return wide;
+})()
+"""
+
 
 async def check(browser: str, pages: list[Path]) -> list[str]:
     port = free_port()
@@ -189,6 +214,9 @@ async def check(browser: str, pages: list[Path]) -> list[str]:
                 math = await page.evaluate(_RAW_MATH)
                 if math and math["raw"]:
                     problems.append(f"{where}: {math['raw']} raw TeX delimiters left in the text")
+                if view == "desktop":
+                    wide = await page.evaluate(_OVERFLOW)
+                    problems += [f"{where}: wider than the column: {w}" for w in wide or []]
                 if SHOT_PAGES.get(name) == view and view == "desktop":
                     await page.screenshot(SHOTS / f"{view}-{path.stem}.png")
             problems += await check_menu(page, view)

@@ -1,4 +1,5 @@
-"""Measuring models: parameter counts, zeros, size on disk, latency."""
+"""Measuring models: parameter counts, zeros, size on disk, latency, and the spread of
+results over seeds."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import gzip
 import io
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -14,7 +15,8 @@ from torch import nn
 
 from . import _checks
 
-__all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency"]
+__all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency",
+           "seed_summary", "clearly_above"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -77,3 +79,42 @@ def median_latency(fn: Callable[[], object], *, repeats: int = 30, warmup: int =
     finally:
         torch.set_num_threads(previous)
     return statistics.median(times)
+
+
+def seed_summary(runs: pd.DataFrame, by: str | list[str], value: str) -> pd.DataFrame:
+    """Mean, sample standard deviation, minimum, maximum and number of runs of ``value`` for
+    each group of ``by`` (e.g. one row per schedule, one run per seed).
+
+    Example:
+        >>> runs = pd.DataFrame({"schedule": ["a", "a", "a", "b", "b", "b"],
+        ...                      "accuracy": [0.70, 0.72, 0.74, 0.60, 0.61, 0.62]})
+        >>> table = seed_summary(runs, "schedule", "accuracy")
+        >>> table.loc["a", ["mean", "sd", "min", "max", "runs"]].round(3).tolist()
+        [0.72, 0.02, 0.7, 0.74, 3.0]
+    """
+    if not isinstance(runs, pd.DataFrame):
+        raise TypeError(f"runs must be a pandas DataFrame, got {type(runs).__name__}")
+    columns = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in columns + [value] if c not in runs.columns]
+    if missing:
+        raise ValueError(f"by and value must name columns of runs; {missing} are not among "
+                         f"{list(runs.columns)}")
+    grouped = runs.groupby(columns, sort=False)[value]
+    table = grouped.agg(["mean", "std", "min", "max", "count"])
+    return table.rename(columns={"std": "sd", "count": "runs"})
+
+
+def clearly_above(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether every result in ``a`` is above every result in ``b`` (the ranges over seeds do
+    not overlap): the conservative test the chapters use before they claim an ordering.
+
+    Example:
+        >>> clearly_above([0.75, 0.76, 0.78], [0.70, 0.74, 0.745])
+        True
+        >>> clearly_above([0.75, 0.76, 0.78], [0.70, 0.74, 0.755])
+        False
+    """
+    a, b = list(a), list(b)
+    if not a or not b:
+        raise ValueError(f"a and b must each hold at least one result, got {len(a)} and {len(b)}")
+    return min(a) > max(b)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 __all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel"]
 
 _RNN_KINDS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+_POOLS = ("last", "max", "mean")
 
 
 class BowMLP(nn.Module):
@@ -31,31 +32,46 @@ class BowMLP(nn.Module):
 
 
 class RNNClassifier(nn.Module):
-    """Embedding → unidirectional RNN/GRU/LSTM → last hidden state of each sequence → logits.
+    """Embedding → unidirectional RNN/GRU/LSTM → one vector per sequence → logits.
 
-    ``dropout`` is applied to the word embeddings and to the final state during training.
+    ``pool`` chooses the vector: ``"last"`` (default) the top layer's final hidden state,
+    ``"max"`` or ``"mean"`` the elementwise maximum or mean of the top layer's hidden states
+    over the sequence's own time steps (padding excluded).
+
+    ``dropout`` is applied to the word embeddings and to the pooled vector during training.
 
     Padding is handled with packed sequences, so the padded positions never touch the state.
     """
 
     def __init__(self, vocab_size: int, *, kind: str = "lstm", embed_dim: int = 64, hidden: int = 128,
-                 num_layers: int = 1, num_classes: int = 2, dropout: float = 0.0) -> None:
+                 num_layers: int = 1, num_classes: int = 2, dropout: float = 0.0,
+                 pool: str = "last") -> None:
         super().__init__()
         if kind not in _RNN_KINDS:
             raise ValueError(f"kind must be one of {sorted(_RNN_KINDS)}, got {kind!r}")
+        if pool not in _POOLS:
+            raise ValueError(f"pool must be one of {list(_POOLS)}, got {pool!r}")
         self.kind = kind
+        self.pool = pool
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.rnn = _RNN_KINDS[kind](embed_dim, hidden, num_layers=num_layers, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, num_classes)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The top layer's final hidden state ``[B, hidden]``."""
+        """The pooled vector ``[B, hidden]`` (see ``pool``)."""
         embedded = self.dropout(self.embedding(ids))
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
-        h = state[0] if self.kind == "lstm" else state
-        return h[-1]
+        outputs, state = self.rnn(packed)
+        if self.pool == "last":
+            h = state[0] if self.kind == "lstm" else state
+            return h[-1]
+        padded, _ = pad_packed_sequence(outputs, batch_first=True)  # [B, T_max, hidden], zeros after
+        valid = torch.arange(padded.shape[1])[None, :, None] < lengths.cpu()[:, None, None]
+        valid = valid.to(padded.device)
+        if self.pool == "max":
+            return padded.masked_fill(~valid, float("-inf")).max(dim=1).values
+        return padded.sum(dim=1) / lengths.to(padded.device)[:, None].to(padded.dtype)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.out(self.dropout(self.features(ids, lengths)))

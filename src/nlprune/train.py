@@ -302,7 +302,7 @@ BASE_RECIPE = {"embed_dim": 64, "hidden": 128, "dropout": 0.5, "epochs": 7, "lr"
                "seed": 0}
 
 
-def base_classifier(task, kind: str = "lstm") -> tuple[nn.Module, dict]:
+def base_classifier(task, kind: str = "lstm", pool: str = "last") -> tuple[nn.Module, dict]:
     """The course's trained RNN classifier for a :class:`nlprune.data.TextTask`, from the cache.
 
     Trained once, deterministically (seed, recipe :data:`BASE_RECIPE`), with
@@ -314,23 +314,27 @@ def base_classifier(task, kind: str = "lstm") -> tuple[nn.Module, dict]:
     Args:
         task: from :func:`nlprune.data.make_loaders`.
         kind: ``"rnn"``, ``"gru"`` or ``"lstm"``.
+        pool: how the states become one vector (:class:`nlprune.models.RNNClassifier`);
+            the course's base model uses ``"last"``, chapter 1 compares ``"max"``.
 
     Returns:
         ``(model, info)``: the model in evaluation mode on the CPU, and the cache's info.
     """
     r = BASE_RECIPE
     recipe = {"model": "RNNClassifier", "kind": kind, **r, "task": _task_recipe(task), "nlprune": __version__}
-    key = recipe_key(f"clf-{kind}", recipe)
+    if pool != "last":  # the base model's key stays what it was before pooling existed
+        recipe["pool"] = pool
+    key = recipe_key(f"clf-{kind}" + ("" if pool == "last" else f"-{pool}"), recipe)
 
     def build() -> nn.Module:
         torch.manual_seed(r["seed"])
         return RNNClassifier(len(task.vocab), kind=kind, embed_dim=r["embed_dim"], hidden=r["hidden"],
-                             dropout=r["dropout"])
+                             dropout=r["dropout"], pool=pool)
 
     def train_fn(model: nn.Module) -> list[dict[str, float]]:
         return fit(model, task.train, task.valid, epochs=r["epochs"], lr=r["lr"],
                    weight_decay=r["weight_decay"], seed=r["seed"],
-                   device=torch.device("cpu"), desc=f"base {kind}")
+                   device=torch.device("cpu"), desc=f"base {kind} ({pool})")
 
     model, info = cached_model(key, build, train_fn, recipe=recipe)
     return model.eval(), info

@@ -124,7 +124,10 @@ def test_images_have_meaningful_alt_text(name):
 def test_every_page_of_the_table_of_contents_was_built():
     # chapters still being written stay out of _toc.yml, so the ToC, not the folder, is the list
     toc = yaml.safe_load((HTML.parents[1] / "_toc.yml").read_text())
-    files = [toc["root"]] + [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    def walk(entries):  # chapters and their sections, in reading order
+        return [f for e in entries for f in [e["file"], *walk(e.get("sections", []))]]
+
+    files = [toc["root"]] + [f for part in toc["parts"] for f in walk(part["chapters"])]
     built = set(page_ids())
     missing = [f for f in files if f"{f}.html" not in built]
     assert not missing, f"pages in _toc.yml that were not built: {missing}"
