@@ -153,3 +153,16 @@ def test_language_model_training_lowers_perplexity_and_keeps_masks(tmp_cache):
         train.perplexity(lm, [])
     with pytest.raises(ValueError, match="epochs"):
         train.fit_language_model(lm, batches, epochs=0)
+
+
+def test_store_and_load_results_need_the_same_recipe_and_version(tmp_cache, monkeypatch):
+    rows = [{"schedule": "gradual", "seed": 0, "test accuracy": 0.76}]
+    recipe = {"base": "clf-lstm-abc", "sparsity": 0.9, "seeds": [0]}
+    assert train.load_results("schedules", recipe) is None  # nothing stored yet
+    path = train.store_results("schedules", recipe, rows)
+    assert str(path.parent) == tmp_cache and path.name.startswith("results-schedules-")
+    assert train.load_results("schedules", recipe) == rows
+    assert train.load_results("schedules", {**recipe, "sparsity": 0.8}) is None
+    assert train.load_results("other", recipe) is None
+    monkeypatch.setattr(train, "__version__", "0.0.0-other")
+    assert train.load_results("schedules", recipe) is None  # another package version

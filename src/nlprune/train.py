@@ -34,6 +34,8 @@ __all__ = [
     "cache_dir",
     "cached_model",
     "recipe_key",
+    "store_results",
+    "load_results",
     "perplexity",
     "fit_language_model",
     "LM_RECIPE",
@@ -266,6 +268,44 @@ def cached_model(key: str, build: Callable[[], nn.Module], train_fn: Callable[[n
     tmp.replace(weights)
     meta.write_text(json.dumps(info, indent=1))
     return model, info
+
+
+def store_results(name: str, recipe: Mapping, results: list[dict]) -> Path:
+    """Keep the records of an experiment in the cache, so that a later notebook can reuse the
+    runs an earlier one made instead of repeating them (see :func:`load_results`).
+
+    The file is ``recipe_key(name, recipe + package version).json`` in :func:`cache_dir`; the
+    recipe is stored beside the records. Describe in ``recipe`` everything the runs depend on
+    (the base model's cache key, the schedules and their settings, the seeds).
+
+    Returns:
+        The path of the file written.
+
+    Example:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"NLPRUNE_CACHE": tempfile.mkdtemp()}):
+        ...     _ = store_results("demo", {"lr": 1e-3}, [{"seed": 0, "accuracy": 0.75}])
+        ...     print(load_results("demo", {"lr": 1e-3}), load_results("demo", {"lr": 2e-3}))
+        [{'seed': 0, 'accuracy': 0.75}] None
+    """
+    recipe = {"recipe": json.loads(json.dumps(recipe)), "nlprune": __version__}
+    path = cache_dir() / f"{recipe_key(f'results-{name}', recipe)}.json"
+    path.write_text(json.dumps({**recipe, "results": results}, indent=1))
+    return path
+
+
+def load_results(name: str, recipe: Mapping) -> list[dict] | None:
+    """The records :func:`store_results` kept for ``name`` and exactly this ``recipe`` (and
+    package version), or ``None`` when there are none."""
+    recipe = {"recipe": json.loads(json.dumps(recipe)), "nlprune": __version__}
+    path = cache_dir() / f"{recipe_key(f'results-{name}', recipe)}.json"
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    if {k: stored.get(k) for k in recipe} != recipe:
+        return None
+    return stored["results"]
 
 
 def recipe_key(prefix: str, recipe: Mapping) -> str:
