@@ -270,6 +270,12 @@ def cached_model(key: str, build: Callable[[], nn.Module], train_fn: Callable[[n
     return model, info
 
 
+def _results_file(name: str, recipe: Mapping) -> tuple[dict, Path]:
+    """The full recipe (with the package version) and the cache file of an experiment's records."""
+    full = {"recipe": json.loads(json.dumps(recipe)), "nlprune": __version__}
+    return full, cache_dir() / f"{recipe_key(f'results-{name}', full)}.json"
+
+
 def store_results(name: str, recipe: Mapping, results: list[dict]) -> Path:
     """Keep the records of an experiment in the cache, so that a later notebook can reuse the
     runs an earlier one made instead of repeating them (see :func:`load_results`).
@@ -289,8 +295,7 @@ def store_results(name: str, recipe: Mapping, results: list[dict]) -> Path:
         ...     print(load_results("demo", {"lr": 1e-3}), load_results("demo", {"lr": 2e-3}))
         [{'seed': 0, 'accuracy': 0.75}] None
     """
-    recipe = {"recipe": json.loads(json.dumps(recipe)), "nlprune": __version__}
-    path = cache_dir() / f"{recipe_key(f'results-{name}', recipe)}.json"
+    recipe, path = _results_file(name, recipe)
     path.write_text(json.dumps({**recipe, "results": results}, indent=1))
     return path
 
@@ -298,8 +303,7 @@ def store_results(name: str, recipe: Mapping, results: list[dict]) -> Path:
 def load_results(name: str, recipe: Mapping) -> list[dict] | None:
     """The records :func:`store_results` kept for ``name`` and exactly this ``recipe`` (and
     package version), or ``None`` when there are none."""
-    recipe = {"recipe": json.loads(json.dumps(recipe)), "nlprune": __version__}
-    path = cache_dir() / f"{recipe_key(f'results-{name}', recipe)}.json"
+    recipe, path = _results_file(name, recipe)
     if not path.exists():
         return None
     stored = json.loads(path.read_text())
