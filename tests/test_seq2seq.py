@@ -1,0 +1,154 @@
+import datetime
+
+import pytest
+import torch
+
+from nlprune import prune, seq2seq
+
+
+def test_date_pairs_are_deterministic_and_correct():
+    a, b = seq2seq.date_pairs(50, seed=3), seq2seq.date_pairs(50, seed=3)
+    assert a == b and a != seq2seq.date_pairs(50, seed=4)
+    for p in a:
+        day = datetime.date.fromisoformat(p.target)  # a real ISO date
+        assert str(day.year) in p.source  # four-digit year, never two digits
+        assert p.pattern in seq2seq.TRAIN_FORMATS[p.language]
+    assert {p.language for p in seq2seq.date_pairs(200)} == {"en", "zh"}
+
+
+def test_train_and_test_are_disjoint_as_designed():
+    train = seq2seq.date_pairs(3000, "train")
+    test = seq2seq.date_pairs(1000, "test")
+    unseen = seq2seq.date_pairs(500, "unseen")
+    train_years = {int(p.target[:4]) for p in train}
+    held_out_years = {int(p.target[:4]) for p in test + unseen}
+    assert not train_years & held_out_years  # no test year is ever seen in training
+    assert all(y % 10 == 7 for y in held_out_years)
+    assert not {p.target for p in train} & {p.target for p in test}
+    train_formats = {(p.language, p.pattern) for p in train}
+    unseen_formats = {(p.language, p.pattern) for p in unseen}
+    assert train_formats == {(lang, f) for lang, fs in seq2seq.TRAIN_FORMATS.items() for f in fs}
+    assert not train_formats & unseen_formats
+    assert {p.pattern for p in test} <= {f for fs in seq2seq.TRAIN_FORMATS.values() for f in fs}
+
+
+def test_date_pairs_bad_input():
+    with pytest.raises(ValueError, match="split must be one of"):
+        seq2seq.date_pairs(3, "dev")
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        seq2seq.date_pairs(0)
+
+
+def test_vocab_and_encoding_round_trip():
+    pairs = seq2seq.date_pairs(20)
+    sv = seq2seq.CharVocab(p.source for p in pairs)
+    tv = seq2seq.CharVocab(p.target for p in pairs)
+    src, lengths, tgt = seq2seq.encode_pairs(pairs, sv, tv)
+    assert src.shape[0] == tgt.shape[0] == 20 and tgt.shape[1] == 12
+    for row, p in enumerate(pairs):
+        assert sv.decode(src[row, : lengths[row]]) == p.source
+        assert tgt[row, 0] == 1 and tv.decode(tgt[row, 1:]) == p.target
+
+
+def small_model():
+    torch.manual_seed(0)
+    return seq2seq.Seq2Seq(20, 9, embed=8, hidden=12)
+
+
+def test_seq2seq_teacher_forcing_matches_stepwise_decoding():
+    model = small_model().eval()
+    src = torch.randint(4, 20, (3, 7))
+    src[1, 5:] = 0
+    lengths = (src != 0).sum(1)
+    target_in = torch.randint(1, 9, (3, 4))
+    logits = model(src, lengths, target_in)
+    assert logits.shape == (3, 4, 9)
+    states, mask, state = model.encode(src, lengths)
+    feed = torch.zeros(3, 12)
+    for t in range(4):
+        out, feed, state = model.step(target_in[:, t], feed, state, states, mask)
+        torch.testing.assert_close(out, logits[:, t])
+    # padding is ignored: extra padding does not change the output
+    wider = torch.cat([src, torch.zeros(3, 2, dtype=torch.long)], 1)
+    torch.testing.assert_close(model(wider, lengths, target_in), logits)
+
+
+def test_parameter_classes_cover_every_weight_matrix():
+    model = small_model()
+    listed = [n for members in seq2seq.PARAMETER_CLASSES.values() for n in members]
+    matrices = [n for n, p in model.named_parameters() if p.dim() == 2]
+    assert sorted(listed) == sorted(matrices)
+
+
+def test_class_masks_schemes():
+    model = small_model()
+    params = dict(model.named_parameters())
+    classes = seq2seq.PARAMETER_CLASSES
+    total = sum(params[n].numel() for ms in classes.values() for n in ms)
+    for scheme in seq2seq.SCHEMES:
+        masks = seq2seq.class_masks(model, 0.8, scheme)
+        pruned = sum(int((~m).sum()) for m in masks.values())
+        if scheme != "class-uniform":
+            assert pruned == round(0.8 * total)
+    # class-uniform: 80% within every class
+    masks = seq2seq.class_masks(model, 0.8, "class-uniform")
+    for members in classes.values():
+        n = sum(params[m].numel() for m in members)
+        assert sum(int((~masks[m]).sum()) for m in members) == round(0.8 * n)
+    # class-blind: one threshold, every kept |w| above every pruned |w|
+    masks = seq2seq.class_masks(model, 0.8, "class-blind")
+    kept = torch.cat([params[n].detach().abs()[masks[n]] for n in masks])
+    gone = torch.cat([params[n].detach().abs()[~masks[n]] for n in masks])
+    assert kept.min() >= gone.max()
+    # class-distribution: a threshold lambda * sigma_c per class, one lambda
+    masks = seq2seq.class_masks(model, 0.8, "class-distribution")
+    ratios_kept, ratios_gone = [], []
+    for members in classes.values():
+        sigma = torch.cat([params[n].detach().flatten() for n in members]).std()
+        for n in members:
+            ratio = params[n].detach().abs() / sigma
+            ratios_kept.append(ratio[masks[n]])
+            ratios_gone.append(ratio[~masks[n]])
+    assert torch.cat(ratios_kept).min() >= torch.cat(ratios_gone).max()
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        seq2seq.class_masks(model, 0.5, "class-random")
+    with pytest.raises(ValueError, match="sparsity"):
+        seq2seq.class_masks(model, 1.5, "class-blind")
+
+
+def test_fit_keeps_masks_and_exact_match_counts():
+    pairs = seq2seq.date_pairs(64)
+    sv = seq2seq.CharVocab(p.source for p in pairs)
+    tv = seq2seq.CharVocab(p.target for p in pairs)
+    data = seq2seq.encode_pairs(pairs, sv, tv)
+    torch.manual_seed(0)
+    model = seq2seq.Seq2Seq(len(sv), len(tv), embed=8, hidden=16)
+    masks = seq2seq.class_masks(model, 0.5, "class-blind")
+    losses = seq2seq.fit_seq2seq(model, data, steps=30, batch_size=16, masks=masks)
+    assert len(losses) == 30 and losses[-1] < losses[0]
+    prune.check_masks(model, masks)
+    scores = seq2seq.exact_match(model, data)
+    assert 0 <= scores["exact match"] <= scores["character accuracy"] <= 1
+    with pytest.raises(ValueError, match="steps and batch_size"):
+        seq2seq.fit_seq2seq(model, data, steps=0)
+
+
+def test_cutting_silenced_attentional_units_keeps_the_outputs():
+    model = small_model().eval()
+    keep = torch.tensor([0, 2, 3, 7, 11])
+    masks = seq2seq.attentional_unit_masks(model, keep)
+    prune.apply_masks(model, masks)
+    small = seq2seq.cut_attentional_units(model, keep)
+    assert small.feed_size == 5 and small.combine.out_features == 5
+    assert small.decoder.input_size == 8 + 5 and small.out.in_features == 5
+    src = torch.randint(4, 20, (4, 6))
+    lengths = torch.full((4,), 6)
+    target_in = torch.randint(1, 9, (4, 5))
+    torch.testing.assert_close(small(src, lengths, target_in), model(src, lengths, target_in))
+    assert torch.equal(small.greedy(src, lengths, 5), model.greedy(src, lengths, 5))
+    norms = seq2seq.attentional_unit_norms(model)
+    assert norms.shape == (12,) and (norms[keep] > 0).all()
+    with pytest.raises(ValueError, match="keep must hold distinct unit indices"):
+        seq2seq.cut_attentional_units(model, [0, 0, 1])
+    with pytest.raises(ValueError, match="keep must hold distinct unit indices"):
+        seq2seq.cut_attentional_units(model, [12])
