@@ -139,3 +139,30 @@ def test_results_table_measures_every_model():
         measure.results_table({"dense": dense}, lambda m: m, {"other": 1.0})
     with pytest.raises(ValueError, match="models is empty"):
         measure.results_table({}, lambda m: m, {})
+
+
+def test_text_degradation_measures():
+    scores = measure.text_degradation("the king the king the king <unk>".split(),
+                                      "long live the king".split(), n=2)
+    assert scores["repeated n-grams"] == 5 / 6  # "the king" x3 and "king the" x2 of 6 bigrams
+    assert scores["distinct words"] == 3 / 7 and scores["unknown"] == 1 / 7
+    assert scores["copied n-grams"] == 3 / 6  # only "the king" occurs in the training text
+    with pytest.raises(ValueError, match="at least n=3"):
+        measure.text_degradation(["a", "b"], ["a"], n=3)
+
+
+def test_sample_text_is_seeded_and_checks_input():
+    from nlprune import data
+
+    stream, vocab = data.lm_stream("to be or not to be that is the question", min_freq=1)
+    torch.manual_seed(0)
+    lm = models.LSTMLanguageModel(len(vocab), embed_dim=4, hidden=8)
+    a = models.sample_text(lm, vocab, ["to", "be"], words=12, seed=3)
+    assert a == models.sample_text(lm, vocab, ["to", "be"], words=12, seed=3)
+    assert len(a) == 12 and set(a) <= set(vocab.itos)
+    greedy = models.sample_text(lm, vocab, ["to"], words=5, temperature=1e-4, seed=1)
+    assert greedy == models.sample_text(lm, vocab, ["to"], words=5, temperature=1e-4, seed=2)
+    with pytest.raises(ValueError, match="temperature"):
+        models.sample_text(lm, vocab, ["to"], temperature=0)
+    with pytest.raises(ValueError, match="prompt"):
+        models.sample_text(lm, vocab, [])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nlprune import data, models, prune, train
+from nlprune import data, measure, models, prune, train
 from nlprune.models import RNNClassifier
 
 
@@ -166,3 +166,20 @@ def test_store_and_load_results_need_the_same_recipe_and_version(tmp_cache, monk
     assert train.load_results("other", recipe) is None
     monkeypatch.setattr(train, "__version__", "0.0.0-other")
     assert train.load_results("schedules", recipe) is None  # another package version
+
+
+def test_language_model_training_runs_a_gradual_pruner():
+    text = "\n".join(["the cat sat on the mat", "the dog sat on the log"] * 20)
+    stream, vocab = data.lm_stream(text, min_freq=1)
+    batches = data.lm_batches(stream, batch_size=4, bptt=5)
+    torch.manual_seed(0)
+    lm = models.LSTMLanguageModel(len(vocab), embed_dim=8, hidden=16)
+    steps = []
+    pruner = prune.GradualPruner(lm, final=0.8, begin=0, end=len(batches), frequency=2)
+    train.fit_language_model(lm, batches, epochs=2, masks=pruner.masks,
+                             on_step=lambda s: (steps.append(s), pruner(s)), progress=False)
+    assert steps == list(range(2 * len(batches)))  # global steps across epochs
+    assert pruner.history[-1] == (len(batches), 0.8)
+    prune.check_masks(lm, pruner.masks)
+    table = measure.sparsity_table(lm, pruner.names)
+    assert abs(table["sparsity"].iloc[-1] - 0.8) < 1e-3

@@ -18,7 +18,7 @@ from torch import nn
 from . import _checks
 
 __all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency",
-           "seed_summary", "clearly_above", "results_table"]
+           "seed_summary", "clearly_above", "results_table", "text_degradation"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -168,3 +168,34 @@ def results_table(models: Mapping[str, nn.Module], run: Callable[[nn.Module], ob
                      "file (KB)": sizes["dense"] / 1024, "gzip (KB)": sizes["compressed"] / 1024,
                      "latency (ms)": 1000 * seconds, metric_name: float(metric[name])})
     return pd.DataFrame(rows).set_index("model")
+
+
+def text_degradation(tokens: Sequence[str], training_tokens: Sequence[str], *, n: int = 3,
+                     unknown: str = "<unk>") -> dict[str, float]:
+    """Simple measures of how generated text degrades, to read next to perplexity.
+
+    * ``repeated n-grams``: the share of the passage's ``n``-grams that occur more than once
+      in it (loops such as "the king the king the king" drive it up);
+    * ``distinct words``: distinct tokens / tokens (low when a few words are repeated);
+    * ``unknown``: the share of ``unknown`` tokens (a language model with a vocabulary
+      cut-off generates them instead of rare words);
+    * ``copied n-grams``: the share of the passage's ``n``-grams that occur verbatim in
+      ``training_tokens`` (high values mean the model recites its training text).
+
+    Example:
+        >>> text_degradation("a b a b a b".split(), "a b c".split(), n=2)["repeated n-grams"]
+        1.0
+    """
+    tokens = list(tokens)
+    if len(tokens) < n:
+        raise ValueError(f"tokens must hold at least n={n} tokens, got {len(tokens)}")
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    counts: dict[tuple, int] = {}
+    for g in grams:
+        counts[g] = counts.get(g, 0) + 1
+    training = list(training_tokens)
+    known = {tuple(training[i:i + n]) for i in range(len(training) - n + 1)}
+    return {"repeated n-grams": sum(counts[g] > 1 for g in grams) / len(grams),
+            "distinct words": len(set(tokens)) / len(tokens),
+            "unknown": tokens.count(unknown) / len(tokens),
+            "copied n-grams": sum(g in known for g in grams) / len(grams)}

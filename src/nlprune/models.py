@@ -6,11 +6,13 @@ so the same training loop serves all of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel"]
+__all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel", "sample_text"]
 
 _RNN_KINDS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 _POOLS = ("last", "max", "mean")
@@ -94,3 +96,46 @@ class LSTMLanguageModel(nn.Module):
         """Logits ``[B, T, vocab]`` and the final ``(h, c)`` to carry into the next window."""
         y, state = self.rnn(self.dropout(self.embedding(ids)), state)
         return self.out(self.dropout(y)), state
+
+
+@torch.no_grad()
+def sample_text(model: LSTMLanguageModel, vocab, prompt: Sequence[str], *, words: int = 30,
+                temperature: float = 0.8, seed: int = 0) -> list[str]:
+    """Generate ``words`` tokens after ``prompt`` by sampling from ``softmax(logits / temperature)``.
+
+    The sampling uses its own ``torch.Generator`` seeded with ``seed``, so two models given the
+    same prompt and seed draw the same random numbers, and any difference between their
+    passages comes from the models.
+
+    Args:
+        model: a word-level language model (``forward(ids, state) -> (logits, state)``).
+        vocab: its :class:`nlprune.data.Vocab` (``encode`` and ``itos``).
+        prompt: the prompt's tokens (at least one).
+        words: how many tokens to generate, >= 1.
+        temperature: > 0; lower is greedier, 1 samples the model's own distribution.
+        seed: the sampling seed.
+
+    Returns:
+        The generated tokens (without the prompt).
+
+    Raises:
+        ValueError: an empty prompt, ``words < 1`` or ``temperature <= 0``.
+    """
+    if len(prompt) == 0:
+        raise ValueError("prompt must hold at least one token")
+    if words < 1:
+        raise ValueError(f"words must be >= 1, got {words!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    logits, state = model(torch.tensor([vocab.encode(list(prompt))]))
+    out = []
+    for _ in range(words):
+        probs = torch.softmax(logits[0, -1] / temperature, dim=-1)
+        token = int(torch.multinomial(probs, 1, generator=generator))
+        out.append(vocab.itos[token])
+        logits, state = model(torch.tensor([[token]]), state)
+    model.train(was_training)
+    return out

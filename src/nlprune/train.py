@@ -410,12 +410,15 @@ def perplexity(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]
 def fit_language_model(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *,
                        epochs: int = 1, lr: float = 2e-3, clip: float = 0.5,
                        masks: Mapping[str, torch.Tensor] | None = None, seed: int | None = 0,
+                       on_step: Callable[[int], None] | None = None,
                        progress: bool | None = None, desc: str = "LM") -> list[dict[str, float]]:
     """Train a language model with truncated backpropagation through time.
 
     The windows are visited in order, the state is carried from one window to the next and
     detached (so gradients flow back at most one window). ``masks`` are kept as in :func:`fit`;
-    ``seed`` re-seeds torch's global generator (dropout) as in :func:`fit`.
+    ``seed`` re-seeds torch's global generator (dropout) as in :func:`fit`; ``on_step`` is
+    called with the global step number before each step, as in :func:`fit` (e.g. a
+    :class:`nlprune.prune.GradualPruner` whose ``masks`` are passed as ``masks``).
 
     Returns:
         One record per epoch with the training perplexity and the seconds it took.
@@ -431,11 +434,14 @@ def fit_language_model(model: nn.Module, batches: list[tuple[torch.Tensor, torch
         prune.apply_masks(model, masks)
     progress = _show_progress(progress)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
+    history, step = [], 0
     for epoch in range(1, epochs + 1):
         model.train()
         state, loss_sum, count, start = None, 0.0, 0, time.perf_counter()
         for x, y in tqdm(batches, desc=f"{desc} epoch {epoch}/{epochs}", leave=False, disable=not progress):
+            if on_step is not None:
+                on_step(step)
+            step += 1
             if state is not None:
                 state = tuple(s.detach() for s in state)
             logits, state = model(x, state)
