@@ -2,8 +2,10 @@
 
 One concept per module: ``data`` (corpora, tokenizers, loaders), ``models``, ``train``
 (loops, reproducibility, cache of base models), ``prune`` (scores and masks), ``cut`` (removing
-whole units), ``measure`` (counts, sizes, latency) and ``plot`` (shared figures); ``keras_prune``
-and ``keras_cut`` are the TensorFlow/Keras counterparts.
+whole units), ``measure`` (counts, sizes, latency, results tables), ``plot`` (shared figures),
+``seq2seq`` (the date-translation task and its encoder–decoder), ``transformer`` (the MiniLM
+encoder with head and unit gates), ``compress`` (storing a pruned model compactly);
+``keras_prune`` and ``keras_cut`` are the TensorFlow/Keras counterparts.
 """
 
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ from torch import nn
 from . import _checks
 
 __all__ = [
+    "nm_masks",
     "prunable_weights",
     "magnitude_scores",
     "accumulated_gradients",
@@ -557,6 +558,46 @@ def compute_masks(scores: Mapping[str, torch.Tensor], sparsity: float, *, scope:
     for n, s in scores.items():
         masks[n] = keep[start : start + s.numel()].view(s.shape)
         start += s.numel()
+    return masks
+
+
+def nm_masks(scores: Mapping[str, torch.Tensor], n: int, m: int) -> dict[str, torch.Tensor]:
+    """N:M semi-structured keep-masks: along the last dimension, in every group of ``m``
+    consecutive entries, exactly the ``n`` highest scores are kept (2:4 keeps 2 of every 4, a
+    sparsity of 50% that sparse tensor cores on recent GPUs can exploit).
+
+    Args:
+        scores: maps names to score tensors (as for :func:`compute_masks`); the last dimension
+            of each must be a multiple of ``m``.
+        n: entries kept per group, an integer in ``[1, m)``.
+        m: the group size, an integer >= 2.
+
+    Returns:
+        A dict name -> boolean tensor of the score's shape, ``True`` = keep. Ties are broken
+        as ``torch.topk`` breaks them.
+
+    Raises:
+        TypeError: bad ``scores`` or non-integer ``n`` / ``m``.
+        ValueError: ``n`` not in ``[1, m)``, a last dimension that is not a multiple of ``m``,
+            empty or NaN scores.
+
+    Example:
+        >>> nm_masks({"w": torch.tensor([[0.1, 0.9, 0.5, 0.3, 4.0, 3.0, 2.0, 1.0]])}, 2, 4)
+        {'w': tensor([[False,  True,  True, False,  True,  True, False, False]])}
+    """
+    n, m = _checks.integer(n, "n"), _checks.integer(m, "m")
+    if m < 2 or not 1 <= n < m:
+        raise ValueError(f"n must be in [1, m) with m >= 2, got n={n!r}, m={m!r}")
+    _check_scores(scores)
+    masks = {}
+    for name, s in scores.items():
+        if s.dim() == 0 or s.shape[-1] % m != 0:
+            raise ValueError(f"scores[{name!r}] has shape {tuple(s.shape)}: its last dimension must be "
+                             f"a multiple of m={m}")
+        groups = s.detach().reshape(-1, m)
+        keep = torch.zeros(groups.shape, dtype=torch.bool, device=s.device)
+        keep.scatter_(1, torch.topk(groups, n, dim=1).indices, True)
+        masks[name] = keep.view(s.shape)
     return masks
 
 
