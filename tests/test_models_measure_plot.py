@@ -166,3 +166,10 @@ def test_sample_text_is_seeded_and_checks_input():
         models.sample_text(lm, vocab, ["to"], temperature=0)
     with pytest.raises(ValueError, match="prompt"):
         models.sample_text(lm, vocab, [])
+
+
+def test_style_results_formats_every_column():
+    table = measure.results_table({"m": nn.Linear(3000, 1)}, lambda m: m(torch.ones(1, 3000)),
+                                  {"m": 0.123456}, repeats=2)
+    html = measure.style_results(table, digits=3).to_html()
+    assert "3,001" in html and "0.123" in html and "0.1235" not in html

@@ -65,7 +65,7 @@ def test_cut_heads_and_units_equal_the_gated_model(minilm, batch):
     with torch.no_grad():
         torch.testing.assert_close(cut(ids, mask), gated_outputs(minilm, ids, mask, ffn_zero=drop_units),
                                    atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="distinct indices"):
+    with pytest.raises(ValueError, match="empty"):
         tr.cut_heads(minilm, {0: []})
     with pytest.raises(ValueError, match="layers 0..5"):
         tr.cut_ffn_units(minilm, {6: [0]})

@@ -18,7 +18,7 @@ from torch import nn
 from . import _checks
 
 __all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency",
-           "seed_summary", "clearly_above", "results_table", "text_degradation"]
+           "seed_summary", "clearly_above", "results_table", "style_results", "text_degradation"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -168,6 +168,15 @@ def results_table(models: Mapping[str, nn.Module], run: Callable[[nn.Module], ob
                      "file (KB)": sizes["dense"] / 1024, "gzip (KB)": sizes["compressed"] / 1024,
                      "latency (ms)": 1000 * seconds, metric_name: float(metric[name])})
     return pd.DataFrame(rows).set_index("model")
+
+
+def style_results(table: pd.DataFrame, *, digits: int = 4) -> "pd.io.formats.style.Styler":
+    """The :func:`results_table` for reading: counts with thousands separators, sizes in KB with
+    one decimal, latency in ms with two, the metric with ``digits`` decimals."""
+    formats = {"parameters": "{:,}", "nonzeros": "{:,}", "file (KB)": "{:,.1f}", "gzip (KB)": "{:,.1f}",
+               "latency (ms)": "{:.2f}"}
+    metric = {c: f"{{:.{digits}f}}" for c in table.columns if c not in formats}
+    return table.style.format({**formats, **metric})
 
 
 def text_degradation(tokens: Sequence[str], training_tokens: Sequence[str], *, n: int = 3,

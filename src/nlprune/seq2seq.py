@@ -314,7 +314,7 @@ def attentional_unit_norms(model: Seq2Seq) -> torch.Tensor:
 def attentional_unit_masks(model: Seq2Seq, keep: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
     """Keep-masks that silence the units of ``h̃`` not in ``keep``: their rows of ``W_c``, their
     columns of ``W_o`` and their input columns of the decoder (for masked fine-tuning)."""
-    keep = torch.as_tensor(keep, dtype=torch.long)
+    keep = cut._check_keep(keep, model.feed_size)
     unit = torch.zeros(model.feed_size, dtype=torch.bool)
     unit[keep] = True
     decoder = torch.ones_like(model.decoder.weight_ih_l0, dtype=torch.bool)
@@ -331,13 +331,10 @@ def cut_attentional_units(model: Seq2Seq, keep: Sequence[int] | torch.Tensor) ->
     are silenced (:func:`attentional_unit_masks`), the cut model computes the same outputs.
 
     Raises:
-        ValueError: ``keep`` is empty, has repeats or indices outside ``[0, feed_size)``.
+        ValueError, TypeError: ``keep`` is empty, has repeats, indices outside ``[0, feed_size)``
+            or is not a sequence of integers (as :func:`nlprune.cut.cut_rnn_hidden`).
     """
-    keep = torch.as_tensor(keep, dtype=torch.long)
-    if keep.numel() == 0 or len(set(keep.tolist())) != keep.numel() or keep.min() < 0 \
-            or keep.max() >= model.feed_size:
-        raise ValueError(f"keep must hold distinct unit indices in [0, {model.feed_size}), got {keep.tolist()}")
-    keep = keep.sort().values
+    keep = cut._check_keep(keep, model.feed_size).sort().values
     new = copy.deepcopy(model)
     new.combine = cut.cut_linear_outputs(model.combine, keep)
     new.out = cut.cut_linear_inputs(model.out, keep)

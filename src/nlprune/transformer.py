@@ -27,7 +27,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from . import _checks  # noqa: E402
+from . import _checks, cut  # noqa: E402
 from .data import package_data_dir  # noqa: E402
 
 __all__ = ["model_dir", "Tokenizer", "Layer", "MiniLM", "load_minilm", "mean_pool", "head_importance",
@@ -221,10 +221,8 @@ def head_weight_norms(model: MiniLM) -> torch.Tensor:
 
 
 def _checked_keep(keep: Sequence[int] | torch.Tensor, size: int, what: str) -> torch.Tensor:
-    keep = torch.as_tensor(keep, dtype=torch.long).flatten()
-    if keep.numel() == 0 or len(set(keep.tolist())) != keep.numel() or keep.min() < 0 or keep.max() >= size:
-        raise ValueError(f"{what} must hold distinct indices in [0, {size}) and at least one, got {keep.tolist()}")
-    return keep.sort().values
+    """``keep`` as sorted indices, checked as :mod:`nlprune.cut` checks the units it keeps."""
+    return cut._check_keep(keep, size, what).sort().values
 
 
 @torch.no_grad()
