@@ -7,15 +7,15 @@ import gzip
 import io
 import statistics
 import time
-from collections.abc import Callable, Sequence
-
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
 from . import _checks
+from .baseline import ngrams
 
 __all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency",
            "seed_summary", "clearly_above", "results_table", "style_results", "text_degradation"]
@@ -198,12 +198,9 @@ def text_degradation(tokens: Sequence[str], training_tokens: Sequence[str], *, n
     tokens = list(tokens)
     if len(tokens) < n:
         raise ValueError(f"tokens must hold at least n={n} tokens, got {len(tokens)}")
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-    counts: dict[tuple, int] = {}
-    for g in grams:
-        counts[g] = counts.get(g, 0) + 1
-    training = list(training_tokens)
-    known = {tuple(training[i:i + n]) for i in range(len(training) - n + 1)}
+    grams = ngrams(tokens, (n,))  # tokens contain no spaces, so joined n-grams stay distinct
+    counts = Counter(grams)
+    known = set(ngrams(list(training_tokens), (n,)))
     return {"repeated n-grams": sum(counts[g] > 1 for g in grams) / len(grams),
             "distinct words": len(set(tokens)) / len(tokens),
             "unknown": tokens.count(unknown) / len(tokens),

@@ -220,9 +220,18 @@ def head_weight_norms(model: MiniLM) -> torch.Tensor:
     return torch.stack(rows).detach()
 
 
-def _checked_keep(keep: Sequence[int] | torch.Tensor, size: int, what: str) -> torch.Tensor:
-    """``keep`` as sorted indices, checked as :mod:`nlprune.cut` checks the units it keeps."""
-    return cut._check_keep(keep, size, what).sort().values
+def _cut_layers(model: MiniLM, keep: Mapping[int, Sequence[int]], size_of: Callable[[Layer], int]
+                ) -> tuple[MiniLM, list[tuple[Layer, torch.Tensor]]]:
+    """A copy of ``model`` and, for every layer named in ``keep``, that copy's layer with its
+    checked, sorted indices (out of ``size_of(layer)``)."""
+    new = copy.deepcopy(model)
+    pairs = []
+    for i, indices in keep.items():
+        if not 0 <= i < len(model.layers):
+            raise ValueError(f"keep has layer {i!r}, the model has layers 0..{len(model.layers) - 1}")
+        layer = new.layers[i]
+        pairs.append((layer, cut._check_keep(indices, size_of(layer), f"keep[{i}]").sort().values))
+    return new, pairs
 
 
 @torch.no_grad()
@@ -235,23 +244,13 @@ def cut_heads(model: MiniLM, keep: Mapping[int, Sequence[int]]) -> MiniLM:
     Raises:
         ValueError: a layer index out of range, or an empty / repeated / out-of-range ``keep``.
     """
-    new = copy.deepcopy(model)
-    for i, heads in keep.items():
-        if not 0 <= i < len(model.layers):
-            raise ValueError(f"keep has layer {i!r}, the model has layers 0..{len(model.layers) - 1}")
-        layer = new.layers[i]
-        k = _checked_keep(heads, layer.heads, f"keep[{i}]")
+    new, pairs = _cut_layers(model, keep, lambda layer: layer.heads)
+    for layer, k in pairs:
         rows = (k[:, None] * layer.head_dim + torch.arange(layer.head_dim)).flatten()
         for name in ("query", "key", "value"):
-            old = getattr(layer, name)
-            sliced = nn.Linear(old.in_features, len(rows))
-            sliced.weight.copy_(old.weight[rows])
-            sliced.bias.copy_(old.bias[rows])
-            setattr(layer, name, sliced)
-        output = nn.Linear(len(rows), layer.output.out_features)
-        output.weight.copy_(layer.output.weight[:, rows] * layer.head_gate[k].repeat_interleave(layer.head_dim))
-        output.bias.copy_(layer.output.bias)
-        layer.output = output
+            setattr(layer, name, cut.cut_linear_outputs(getattr(layer, name), rows))
+        layer.output = cut.cut_linear_inputs(layer.output, rows)
+        layer.output.weight.mul_(layer.head_gate[k].repeat_interleave(layer.head_dim))
         layer.heads = len(k)
         layer.head_gate = nn.Parameter(torch.ones(len(k)), requires_grad=False)
     return new
@@ -265,18 +264,10 @@ def cut_ffn_units(model: MiniLM, keep: Mapping[int, Sequence[int]]) -> MiniLM:
     Raises:
         ValueError: as :func:`cut_heads`.
     """
-    new = copy.deepcopy(model)
-    for i, units in keep.items():
-        if not 0 <= i < len(model.layers):
-            raise ValueError(f"keep has layer {i!r}, the model has layers 0..{len(model.layers) - 1}")
-        layer = new.layers[i]
-        k = _checked_keep(units, layer.ffn_in.out_features, f"keep[{i}]")
-        ffn_in = nn.Linear(layer.ffn_in.in_features, len(k))
-        ffn_in.weight.copy_(layer.ffn_in.weight[k])
-        ffn_in.bias.copy_(layer.ffn_in.bias[k])
-        ffn_out = nn.Linear(len(k), layer.ffn_out.out_features)
-        ffn_out.weight.copy_(layer.ffn_out.weight[:, k] * layer.ffn_gate[k])
-        ffn_out.bias.copy_(layer.ffn_out.bias)
-        layer.ffn_in, layer.ffn_out = ffn_in, ffn_out
+    new, pairs = _cut_layers(model, keep, lambda layer: layer.ffn_in.out_features)
+    for layer, k in pairs:
+        layer.ffn_in = cut.cut_linear_outputs(layer.ffn_in, k)
+        layer.ffn_out = cut.cut_linear_inputs(layer.ffn_out, k)
+        layer.ffn_out.weight.mul_(layer.ffn_gate[k])
         layer.ffn_gate = nn.Parameter(torch.ones(len(k)), requires_grad=False)
     return new
