@@ -1,0 +1,196 @@
+"""nlprune.llm (SmolLM2 read from its GGUF file) and nlprune.oneshot (magnitude, Wanda,
+SparseGPT) for section 8.6."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from nlprune import llm, oneshot, prune
+
+
+def tiny_llama(seed: int = 0) -> llm.Llama:
+    torch.manual_seed(seed)
+    config = llm.LlamaConfig(vocab_size=50, hidden=16, intermediate=32, layers=2, heads=4, kv_heads=2,
+                             rope_theta=10000.0, norm_eps=1e-5)
+    model = llm.Llama(config).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return llm.load_smollm2()
+
+
+def test_matches_transformers_logits(smollm2):
+    """Our forward pass equals transformers' Llama loaded from the same GGUF file."""
+    from transformers import AutoModelForCausalLM
+
+    path = llm.gguf_path()
+    reference = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    ids = torch.randint(0, smollm2.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = smollm2(ids), reference(ids).logits
+    assert ours.shape == theirs.shape == (2, 40, 49152)
+    assert torch.allclose(ours, theirs, atol=1e-3, rtol=0)
+
+
+def test_config_and_parameter_count(smollm2):
+    c = smollm2.config
+    assert (c.hidden, c.intermediate, c.layers, c.heads, c.kv_heads, c.head_dim) == (576, 1536, 30, 9, 3, 64)
+    kv = c.kv_heads * c.head_dim
+    per_block = 2 * c.hidden * c.hidden + 2 * c.hidden * kv + 3 * c.hidden * c.intermediate + 2 * c.hidden
+    formula = c.vocab_size * c.hidden + c.layers * per_block + c.hidden
+    assert formula == sum(p.numel() for p in smollm2.parameters()) == 134_515_008
+
+
+def test_unpermute_inverts_the_converter():
+    """llama.cpp's converter interleaves the halves of each head's rows; _unpermute undoes it."""
+    heads, rows, cols = 3, 12, 5
+    hf = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)
+    converted = hf.reshape(heads, 2, rows // heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+    assert np.array_equal(llm._unpermute(converted, heads), hf)
+
+
+def test_weights_are_four_bit_blocks(smollm2):
+    """Q4_1: every run of 32 weights along a row takes at most 16 distinct values."""
+    blocks = smollm2.blocks[0].down.weight.detach().reshape(-1, 32)
+    distinct = torch.tensor([row.unique().numel() for row in blocks[:200]])
+    assert distinct.max() <= 16 and distinct.float().mean() > 8
+
+
+def test_perplexity_of_uniform_logits_is_the_vocabulary_size():
+    class Uniform(torch.nn.Module):
+        def forward(self, ids):
+            return torch.zeros(*ids.shape, 37)
+
+    windows = torch.randint(0, 37, (3, 9), generator=torch.Generator().manual_seed(0))
+    assert llm.perplexity(Uniform(), windows, batch_size=2) == pytest.approx(37.0)
+
+
+def test_token_windows():
+    ids = torch.arange(25)
+    w = llm.token_windows(ids, 4, start=3)
+    assert w.shape == (5, 4) and w[0].tolist() == [3, 4, 5, 6] and w[-1, -1] == 22
+    with pytest.raises(ValueError, match="count"):
+        llm.token_windows(ids, 4, 7)
+    with pytest.raises(ValueError, match="1-D"):
+        llm.token_windows(ids.view(5, 5), 4)
+    with pytest.raises(TypeError, match="length"):
+        llm.token_windows(ids, 4.0)
+
+
+def random_layer(seed=0, out=24, inputs=32, tokens=200):
+    g = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(inputs, inputs, generator=g) / inputs**0.5
+    x = (torch.randn(tokens, inputs, generator=g) @ mixing) * torch.linspace(0.1, 3.0, inputs)  # correlated, uneven
+    w = torch.randn(out, inputs, generator=g)
+    return w, x, (x.T @ x).double()
+
+
+def test_wanda_scores_and_row_masks():
+    w, x, h = random_layer()
+    norms = x.norm(dim=0)
+    scores = oneshot.wanda_scores(w, norms)
+    assert torch.allclose(scores, w.abs() * norms)
+    keep = oneshot.row_masks(scores, 0.25)
+    assert (keep.sum(1) == 24).all()  # 8 of 32 removed in every row
+    assert (scores[~keep].view(24, 8).max(1).values <= scores[keep].view(24, 24).min(1).values).all()
+    with pytest.raises(ValueError, match="input_norms"):
+        oneshot.wanda_scores(w, norms[:-1])
+    with pytest.raises(ValueError, match="sparsity"):
+        oneshot.row_masks(scores, 1.0)
+
+
+def test_reconstruction_error_from_the_hessian():
+    w, x, h = random_layer()
+    pruned = w * (torch.rand(w.shape, generator=torch.Generator().manual_seed(1)) > 0.5)
+    direct = float(((x @ (w - pruned).T) ** 2).sum())
+    assert oneshot.reconstruction_error(w, pruned, h) == pytest.approx(direct, rel=1e-5)
+
+
+@pytest.mark.parametrize("pattern", [{"sparsity": 0.5}, {"n_m": (2, 4)}])
+def test_sparsegpt_pattern_and_update(pattern):
+    """The pattern holds exactly, pruned weights are exactly zero, and the weight update lowers
+    the output error below that of zeroing the same weights."""
+    w, x, h = random_layer()
+    new, keep = oneshot.sparsegpt(w, h, block=16, **pattern)
+    assert (new[~keep] == 0).all() and keep.float().mean() == 0.5
+    if "n_m" in pattern:
+        assert (keep.view(24, 8, 4).sum(-1) == 2).all()
+    else:
+        assert keep[:, :16].sum() == keep[:, 16:].sum() == 24 * 8  # half of every 16-column block
+    assert oneshot.reconstruction_error(w, new, h) < oneshot.reconstruction_error(w, w * keep, h)
+
+
+def test_sparsegpt_is_the_obs_update_for_one_weight():
+    """Pruning the first column of a row: the update of the others is the exact least-squares
+    optimum (Optimal Brain Surgeon) for the damped Hessian."""
+    _, _, h = random_layer(inputs=4)
+    w = torch.tensor([[0.01, 1.0, -2.0, 1.5]])
+    new, keep = oneshot.sparsegpt(w, h, n_m=(3, 4), block=4)
+    assert keep.tolist() == [[False, True, True, True]]
+    damped = h + 0.01 * h.diagonal().mean() * torch.eye(4, dtype=h.dtype)
+    best = w.double()[0, 1:] + torch.linalg.solve(damped[1:, 1:], damped[1:, 0]) * w[0, 0]
+    assert torch.allclose(new[0, 1:].double(), best, atol=1e-6)
+
+
+def test_sparsegpt_with_uncorrelated_inputs_only_masks():
+    """With a diagonal Hessian no update reaches other columns: SparseGPT keeps, in each block,
+    the largest w^2 * (H_jj + damping), i.e. Wanda's score over the block, and changes nothing else."""
+    w, x, _ = random_layer()
+    h = torch.diag((x**2).sum(0)).double()
+    new, keep = oneshot.sparsegpt(w, h, sparsity=0.25, block=16)
+    assert torch.equal(new, w * keep)
+    damped = h.diagonal() + 0.01 * h.diagonal().mean()
+    for start in (0, 16):
+        score = (w[:, start:start + 16] ** 2 * damped[start:start + 16].float()).flatten()
+        expected = torch.ones_like(score, dtype=torch.bool)
+        expected[torch.topk(score, 96, largest=False).indices] = False
+        assert torch.equal(keep[:, start:start + 16].flatten(), expected)
+
+
+def test_sparsegpt_rejects_bad_arguments():
+    w, _, h = random_layer()
+    with pytest.raises(ValueError, match="exactly one"):
+        oneshot.sparsegpt(w, h)
+    with pytest.raises(ValueError, match="exactly one"):
+        oneshot.sparsegpt(w, h, sparsity=0.5, n_m=(2, 4))
+    with pytest.raises(ValueError, match="hessian"):
+        oneshot.sparsegpt(w, h[:-1, :-1], sparsity=0.5)
+    with pytest.raises(ValueError, match="n_m"):
+        oneshot.sparsegpt(w, h, n_m=(4, 4))
+    with pytest.raises(TypeError, match="n_m"):
+        oneshot.sparsegpt(w, h, n_m=[2, 4])
+    with pytest.raises(ValueError, match="block"):
+        oneshot.sparsegpt(w, h, n_m=(2, 4), block=6)
+
+
+@pytest.mark.parametrize("method", oneshot.METHODS)
+def test_prune_llm_on_a_tiny_model(method):
+    model = tiny_llama()
+    calibration = torch.randint(0, 50, (4, 12), generator=torch.Generator().manual_seed(0))
+    before = copy.deepcopy(model)
+    masks = oneshot.prune_llm(model, calibration, method, sparsity=0.5)
+    assert len(masks) == 2 * 7 and oneshot.mask_sparsity(masks) == pytest.approx(0.5)
+    for name, keep in masks.items():
+        weight = model.get_parameter(name)
+        assert (weight[~keep] == 0).all()
+        if method != "sparsegpt":  # only SparseGPT changes the weights it keeps
+            assert torch.equal(weight[keep], before.get_parameter(name)[keep])
+    assert torch.equal(model.embed.weight, before.embed.weight)  # only the blocks' linears are pruned
+    nm = oneshot.prune_llm(copy.deepcopy(before), calibration, method, n_m=(2, 4))
+    assert all((keep.view(keep.shape[0], -1, 4).sum(-1) == 2).all() for keep in nm.values())
+
+
+def test_prune_llm_rejects_bad_arguments():
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="method"):
+        oneshot.prune_llm(model, None, "movement", sparsity=0.5)
+    with pytest.raises(ValueError, match="calibration"):
+        oneshot.prune_llm(model, None, "wanda", sparsity=0.5)
+    with pytest.raises(ValueError, match="sparsity"):
+        oneshot.prune_llm(model, None, "magnitude", sparsity=1.5)
