@@ -112,6 +112,7 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
         masks: Mapping[str, torch.Tensor] | None = None,
         penalty: Callable[[nn.Module], torch.Tensor] | None = None,
         on_step: Callable[[int], None] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         seed: int | None = 0, device: torch.device | None = None, progress: bool | None = None,
         desc: str = "train") -> list[dict[str, float]]:
     """Train a classifier with Adam; return one record per epoch.
@@ -121,6 +122,9 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
       optimizer step.
     * ``penalty``: a function of the model added to the loss (e.g. an L1 term).
     * ``on_step``: called with the global step number before each step (used by schedules).
+    * ``loss_fn``: ``loss_fn(logits, labels, ids, lengths)`` replaces the cross-entropy, e.g. a
+      :class:`nlprune.distill.DistillationLoss` that also asks a teacher model. The recorded
+      ``train_loss`` is then that loss.
     * ``seed``: an integer re-seeds torch's **global** generator with ``torch.manual_seed(seed)``
       at the start of every call. The loader's shuffling order and the dropout masks both draw
       from that generator, so the same call gives the same model whatever ran before it; the
@@ -173,7 +177,11 @@ def fit(model: nn.Module, train: DataLoader, valid: DataLoader | None = None, *,
             if on_step is not None:
                 on_step(step)
             ids, lengths, labels = _to(batch, device)
-            loss = nn.functional.cross_entropy(model(ids, lengths), labels)
+            logits = model(ids, lengths)
+            if loss_fn is None:
+                loss = nn.functional.cross_entropy(logits, labels)
+            else:
+                loss = loss_fn(logits, labels, ids, lengths)
             total = loss + penalty(model) if penalty is not None else loss
             _masked_step(model, optimizer, total, masks, clip)
             loss_sum += loss.item() * labels.numel()
