@@ -120,9 +120,13 @@ class MiniLM(nn.Module):
         self.norm = nn.LayerNorm(hidden, eps=eps)
         self.layers = nn.ModuleList(Layer(hidden, heads, hidden // heads, ffn, eps) for _ in range(layers))
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The input of the first layer: word + position + token type embeddings, normalized."""
         positions = torch.arange(ids.shape[1], device=ids.device)
-        x = self.norm(self.word(ids) + self.position(positions) + self.token_type(torch.zeros_like(ids)))
+        return self.norm(self.word(ids) + self.position(positions) + self.token_type(torch.zeros_like(ids)))
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
         for layer in self.layers:
             x = layer(x, mask)
         return x
