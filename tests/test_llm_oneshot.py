@@ -175,7 +175,7 @@ def test_prune_llm_on_a_tiny_model(method):
     calibration = torch.randint(0, 50, (4, 12), generator=torch.Generator().manual_seed(0))
     before = copy.deepcopy(model)
     masks = oneshot.prune_llm(model, calibration, method, sparsity=0.5)
-    assert len(masks) == 2 * 7 and oneshot.mask_sparsity(masks) == pytest.approx(0.5)
+    assert len(masks) == 2 * 7 and prune.overall_sparsity(masks) == pytest.approx(0.5)
     for name, keep in masks.items():
         weight = model.get_parameter(name)
         assert (weight[~keep] == 0).all()
@@ -184,6 +184,27 @@ def test_prune_llm_on_a_tiny_model(method):
     assert torch.equal(model.embed.weight, before.embed.weight)  # only the blocks' linears are pruned
     nm = oneshot.prune_llm(copy.deepcopy(before), calibration, method, n_m=(2, 4))
     assert all((keep.view(keep.shape[0], -1, 4).sum(-1) == 2).all() for keep in nm.values())
+
+
+def test_input_statistics_are_the_gram_matrices_of_each_layers_inputs():
+    model = tiny_llama()
+    ids = torch.randint(0, 50, (3, 10), generator=torch.Generator().manual_seed(1))
+    x, (cos, sin) = model.embed(ids), model.rotary(10)
+    block = model.blocks[0]
+    inputs = {}
+    handles = [getattr(block, n).register_forward_hook(
+        lambda m, i, o, n=n: inputs.__setitem__(n, i[0].reshape(-1, i[0].shape[-1]).double()))
+        for n in oneshot.LINEARS]
+    with torch.no_grad():
+        block(x, cos, sin)
+    for h in handles:
+        h.remove()
+    stats = oneshot.input_statistics(block, x, cos, sin)
+    assert set(stats) == set(oneshot.LINEARS)
+    for name, flat in inputs.items():
+        torch.testing.assert_close(stats[name], flat.T @ flat)
+    assert stats["q"] is stats["k"] is stats["v"] and stats["gate"] is stats["up"]  # computed once
+    assert stats["o"] is not stats["q"] and stats["down"].shape == (32, 32)
 
 
 def test_prune_llm_rejects_bad_arguments():

@@ -32,25 +32,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
-import yaml
 from nbclient import NotebookClient
+from toc import toc_notebooks  # tools/toc.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_BUDGET = 180.0  # seconds per notebook on 2 CPU cores
 COURSE_BUDGET = 20 * 60.0  # seconds for the whole course
 OUTPUT = ROOT / "book" / "_generated" / "bench.md"
-
-
-def toc_notebooks() -> list[Path]:
-    """The notebooks listed in ``_toc.yml``, in reading order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [f for part in toc.get("parts", []) for f in toc_files(part.get("chapters", []))]
-    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
-
-
-def toc_files(entries: list[dict]) -> list[str]:
-    """The files of ``_toc.yml`` entries and of their sections, in reading order."""
-    return [f for e in entries for f in [e["file"], *toc_files(e.get("sections", []))]]
 
 
 def run(path: Path, cache: str) -> float:

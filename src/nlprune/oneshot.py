@@ -29,7 +29,7 @@ from . import _checks
 from .prune import compute_masks, nm_masks
 
 __all__ = ["METHODS", "LINEARS", "wanda_scores", "row_masks", "sparsegpt", "input_statistics",
-           "prune_llm", "reconstruction_error", "mask_sparsity"]
+           "prune_llm", "reconstruction_error"]
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -150,13 +150,22 @@ def _linears(block: nn.Module) -> dict[str, nn.Linear]:
 def input_statistics(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
                      ) -> dict[str, torch.Tensor]:
     """Run ``block`` on ``x`` and return, for each of its linear layers, ``H = X^T X`` over all
-    tokens (``X``: the layer's inputs, one row per token; its diagonal is ``||X_j||^2``)."""
+    tokens (``X``: the layer's inputs, one row per token; its diagonal is ``||X_j||^2``).
+
+    Layers that read the same input tensor (q, k and v; gate and up) share one ``H``, computed
+    once."""
     stats: dict[str, torch.Tensor] = {}
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input tensor, its H)
 
     def record(name):
         def hook(module, inputs, output):
+            for tensor, hessian in seen:
+                if tensor is inputs[0]:
+                    stats[name] = hessian
+                    return
             flat = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
             stats[name] = flat.T @ flat
+            seen.append((inputs[0], stats[name]))
         return hook
 
     handles = [layer.register_forward_hook(record(name)) for name, layer in _linears(block).items()]
@@ -221,8 +230,3 @@ def prune_llm(model: nn.Module, calibration: torch.Tensor | None, method: str, *
             x = block(x, cos, sin)  # the next block sees what the pruned block produces
     return masks
 
-
-def mask_sparsity(masks: Mapping[str, torch.Tensor]) -> float:
-    """The share of pruned entries over all masks."""
-    kept = sum(int(m.sum()) for m in masks.values())
-    return 1.0 - kept / sum(m.numel() for m in masks.values())

@@ -39,6 +39,7 @@ __all__ = [
     "mask_gradients",
     "check_masks",
     "make_permanent",
+    "overall_sparsity",
     "sparsity_report",
 ]
 
@@ -726,6 +727,23 @@ def make_permanent(model: nn.Module) -> list[str]:
                 torch_prune.remove(module, hook._tensor_name)
                 folded.append(f"{mod_name}.{hook._tensor_name}" if mod_name else hook._tensor_name)
     return folded
+
+
+def overall_sparsity(masks: Mapping[str, torch.Tensor]) -> float:
+    """The share of pruned entries over all masks together (the ``total`` row of
+    :func:`sparsity_report`).
+
+    Raises:
+        ValueError: ``masks`` is empty.
+
+    Example:
+        >>> overall_sparsity({"a": torch.tensor([True, False]), "b": torch.zeros(2, dtype=torch.bool)})
+        0.75
+    """
+    if len(masks) == 0:
+        raise ValueError("masks is empty")
+    pruned = sum(int((~m.bool()).sum()) for m in masks.values())
+    return pruned / sum(m.numel() for m in masks.values())
 
 
 def sparsity_report(masks: Mapping[str, torch.Tensor]) -> pd.DataFrame:
