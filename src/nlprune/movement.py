@@ -10,10 +10,11 @@ During fine-tuning every pruned matrix is used as ``W' = W ⊙ M`` with ``M = To
   ``S = -η Σ_t (∂L/∂W'_t) ⊙ W_t``, which is large when a weight moves *away from zero* during
   fine-tuning. The step size ``η`` scales all scores alike, so it does not change which entries
   are kept (:attr:`MovementPruner.movement` keeps this sum, with ``η = 1``). The authors' code,
-  and this module, step ``S`` with Adam instead, which divides each entry's step by the size of its own gradients: the score
-  then counts how *consistently* a weight moves away from zero, not how far times how large it
-  is. Section 8.4 measures that the difference decides whether the method works in a short
-  fine-tuning. Adam's learning rate, too, only scales the scores (up to its ``ε``).
+  and this module, step ``S`` with Adam instead, which divides each entry's step by the size of
+  its own gradients: the score then counts how *consistently* a weight moves away from zero, not
+  how far times how large it is. Section 8.4 measures that the difference decides whether the
+  method works in a short fine-tuning. Adam's learning rate, too, only scales the scores (up to
+  its ``ε``).
 
 The weights under the mask are not zeroed while training (they get no gradient, ``∂L/∂W =
 (∂L/∂W') ⊙ M``, but their scores keep moving, so a pruned weight can come back), as in the
@@ -178,7 +179,10 @@ class MovementPruner:
         return topk_mask(self.scores[name], self.sparsity)
 
     def masks(self) -> dict[str, torch.Tensor]:
-        """The current keep-masks (boolean), as :func:`nlprune.prune.compute_masks` returns them."""
+        """The current keep-masks (boolean), as :func:`nlprune.prune.compute_masks` returns them.
+
+        A pending gradient of the scores (from a backward pass since the last call) is applied
+        first, so the masks are those the next forward pass will use."""
         self._descend()
         with torch.no_grad():
             return {name: self.mask_of(name, m.parametrizations.weight.original).bool()
