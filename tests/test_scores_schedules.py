@@ -166,12 +166,53 @@ def test_gradual_pruner_reaches_final_sparsity_and_keeps_masks(toy_loaders):
     assert targets == sorted(targets) and targets[-1] == 0.8 and len(targets) > 5
 
 
+def test_gradual_pruner_per_tensor_targets_equal_one_pruner_per_tensor(toy_loaders):
+    """A mapping as ``final`` trains to the same masks and weights as one pruner per tensor."""
+    loader, _ = toy_loaders
+    targets = {"embedding.weight": 0.9, "rnn.weight_ih_l0": 0.6, "rnn.weight_hh_l0": 0.0}
+    runs = []
+    for combined in (True, False):
+        torch.manual_seed(0)
+        model = RNNClassifier(10, kind="lstm", embed_dim=8, hidden=8)
+        end = len(loader) * 2
+        if combined:
+            pruner = prune.GradualPruner(model, final=targets, begin=0, end=end, frequency=2)
+            masks, on_step = pruner.masks, pruner
+        else:
+            pruners = [prune.GradualPruner(model, final=s, begin=0, end=end, frequency=2, names=[n])
+                       for n, s in targets.items()]
+            masks = {n: m for p in pruners for n, m in p.masks.items()}
+
+            def on_step(step):
+                for p in pruners:
+                    p(step)
+                    masks.update(p.masks)
+        train.fit(model, loader, epochs=3, masks=masks, on_step=on_step, progress=False)
+        runs.append((masks, model.state_dict()))
+    (masks_a, state_a), (masks_b, state_b) = runs
+    for name, target in targets.items():
+        assert torch.equal(masks_a[name], masks_b[name])
+        assert int((~masks_a[name]).sum()) == round(target * masks_a[name].numel())
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    sizes = {n: masks_a[n].numel() for n in targets}
+    overall = sum(targets[n] * sizes[n] for n in targets) / sum(sizes.values())
+    assert pruner.history[-1][1] == pytest.approx(overall)
+
+
 def test_gradual_pruner_bad_arguments():
     model = tiny_model()
     with pytest.raises(ValueError, match="frequency"):
         prune.GradualPruner(model, final=0.5, begin=0, end=10, frequency=0)
     with pytest.raises(ValueError, match="begin"):
         prune.GradualPruner(model, final=0.5, begin=10, end=10)
+    with pytest.raises(ValueError, match="per-tensor targets"):
+        prune.GradualPruner(model, final={"0.weight": 0.5}, begin=0, end=10, scope="global")
+    with pytest.raises(ValueError, match="per-tensor targets"):
+        prune.GradualPruner(model, final={"0.weight": 0.5}, begin=0, end=10, names=["0.weight"])
+    with pytest.raises(ValueError, match="final"):
+        prune.GradualPruner(model, final={"0.weight": 1.5}, begin=0, end=10)
+    with pytest.raises(ValueError):
+        prune.GradualPruner(model, final={"nope.weight": 0.5}, begin=0, end=10)
 
 
 def test_sensitivity_scan_restores_weights():

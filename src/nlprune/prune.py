@@ -310,6 +310,9 @@ class GradualPruner:
     Args:
         model: the model to prune.
         final, begin, end, initial, power: the schedule, as in :func:`polynomial_sparsity`.
+            ``final`` may also map parameter names to their own final sparsities (a per-tensor
+            allocation); each tensor then follows the same schedule to its own target, the
+            names default to the mapping's keys, and ``scope`` must be ``"layer"``.
         frequency: steps between updates, an integer >= 1.
         scope: ``"layer"`` or ``"global"``, as in :func:`compute_masks`.
         names: the parameters to prune (default: :func:`prunable_weights`).
@@ -317,7 +320,8 @@ class GradualPruner:
     Raises:
         TypeError: ``frequency`` or a step is not an integer.
         ValueError: a bad schedule, ``frequency < 1``, an unknown ``scope`` or unknown ``names``
-            (all checked when the object is built, not at the first step).
+            (all checked when the object is built, not at the first step); per-tensor targets
+            with ``names`` or with ``scope="global"``.
 
     Example:
         >>> torch.manual_seed(0) and None
@@ -331,16 +335,36 @@ class GradualPruner:
         50
 
     In training: ``fit(model, train, valid, epochs=6, masks=pruner.masks, on_step=pruner)``.
+
+    Per-tensor targets (``history`` then records the overall target, weighted by the tensors'
+    sizes):
+
+        >>> model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 4))
+        >>> pruner = GradualPruner(model, final={"0.weight": 0.9, "1.weight": 0.5}, begin=0, end=4)
+        >>> for step in range(5):
+        ...     pruner(step)
+        >>> {n: round(float((~m).float().mean()), 2) for n, m in pruner.masks.items()}
+        {'0.weight': 0.9, '1.weight': 0.5}
     """
 
-    def __init__(self, model: nn.Module, *, final: float, begin: int, end: int, frequency: int = 10,
-                 initial: float = 0.0, power: int | float = 3, scope: str = "layer",
+    def __init__(self, model: nn.Module, *, final: float | Mapping[str, float], begin: int, end: int,
+                 frequency: int = 10, initial: float = 0.0, power: int | float = 3, scope: str = "layer",
                  names: list[str] | None = None) -> None:
         frequency = _checks.integer(frequency, "frequency")
         if frequency < 1:
             raise ValueError(f"frequency must be >= 1, got {frequency!r}")
         if scope not in _SCOPES:
             raise ValueError(f"scope must be one of {_SCOPES}, got {scope!r}")
+        self.finals: dict[str, float] | None = None  # per-tensor targets, or None for one target
+        if isinstance(final, Mapping):
+            if names is not None or scope != "layer" or not final:
+                raise ValueError("per-tensor targets (a mapping as final) need scope='layer', no "
+                                 "names (the mapping's keys are the names) and at least one entry")
+            self.finals = dict(final)
+            names = list(final)
+            for target in self.finals.values():
+                polynomial_sparsity(0, initial=initial, final=target, begin=begin, end=end, power=power)
+            final = max(self.finals.values())  # only checked here; each tensor uses its own
         polynomial_sparsity(0, initial=initial, final=final, begin=begin, end=end, power=power)  # checks
         self.model, self.scope, self.frequency = model, scope, frequency
         self.schedule = dict(initial=initial, final=final, begin=begin, end=end, power=power)
@@ -349,6 +373,7 @@ class GradualPruner:
         self.masks: dict[str, torch.Tensor] = {n: torch.ones_like(p, dtype=torch.bool)
                                                for n, p in params.items()}
         self.history: list[tuple[int, float]] = []
+        self._last_targets: dict[str, float] = {}
 
     def __call__(self, step: int) -> None:
         """Update the masks (and zero the newly pruned weights) if ``step`` is an update step."""
@@ -356,12 +381,30 @@ class GradualPruner:
         begin, end = self.schedule["begin"], self.schedule["end"]
         if step < begin or ((step - begin) % self.frequency != 0 and step != end):
             return
+        if self.finals is not None:
+            self._update_per_tensor(step)
+            return
         target = polynomial_sparsity(step, **self.schedule)
         if self.history and self.history[-1][1] == target:
             return
         self.masks.update(compute_masks(magnitude_scores(self.model, self.names), target, scope=self.scope))
         apply_masks(self.model, self.masks)
         self.history.append((step, target))
+
+    def _update_per_tensor(self, step: int) -> None:
+        """The update with per-tensor targets; ``history`` records the overall target."""
+        schedule = {k: v for k, v in self.schedule.items() if k != "final"}
+        targets = {n: polynomial_sparsity(step, final=f, **schedule) for n, f in self.finals.items()}
+        if self.history and targets == self._last_targets:
+            return
+        scores = magnitude_scores(self.model, self.names)
+        for name, target in targets.items():
+            self.masks.update(compute_masks({name: scores[name]}, target))
+        apply_masks(self.model, self.masks)
+        self._last_targets = targets
+        sizes = {n: self.masks[n].numel() for n in targets}
+        overall = sum(targets[n] * sizes[n] for n in targets) / sum(sizes.values())
+        self.history.append((step, overall))
 
 
 def sensitivity_scan(model: nn.Module, evaluate: Callable[[nn.Module], float], sparsities: Iterable[float],
