@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 # kernel the targets start inherits it. (macOS builds of torch use LLVM's libomp, which ignores it.)
 export GOMP_SPINCOUNT ?= 10000
 
-.PHONY: install book test unit notebooks html check-html check-browser execute bench clean
+.PHONY: install book test unit notebooks html check-html check-browser execute bench labs grade clean
 
 install: $(STAMP)
 
@@ -77,6 +77,18 @@ execute: $(STAMP)
 # reproducibility appendix; exits non-zero when a budget is exceeded. Never part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py
+
+# The classroom kit (tools/labs.py, nbgrader): one student lab per chapter of the table of
+# contents, written to $(LABS); and the grading of a folder of completed labs,
+# SUBMISSIONS/<student>/<lab>.ipynb, to $(GRADES)/grades.csv (per check) and summary.csv.
+LABS   ?= _build/labs
+GRADES ?= _build/grades
+labs: $(STAMP)
+	$(BIN)/python tools/labs.py build $(LABS)
+
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-of-student-folders"; exit 2; }
+	$(BIN)/python tools/labs.py grade $(SUBMISSIONS) $(GRADES)
 
 clean:
 	rm -rf _build .cache

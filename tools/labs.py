@@ -1,0 +1,401 @@
+"""Student labs generated from the chapter notebooks, and the grading of completed labs.
+
+The chapters are the single source. A code cell takes part in a lab through its metadata:
+
+* ``"lab": {"solution": ["f", ...]}`` -- the functions ``f`` are what the student writes: the lab
+  keeps each one's signature and docstring and replaces its body by ``raise
+  NotImplementedError()``;
+* ``"lab": {"check": points}`` -- a graded check (it calls the student's functions on small
+  inputs and fails with a message the student can act on);
+* ``"lab": "setup"`` -- small inputs a check needs; runs in the lab as it is.
+
+Every other code cell of the chapter is shown in the lab as text, with its stored figures and
+printed output, so the lab carries the chapter's prose and figures without re-running its
+experiments. Hidden exercise solutions (``{solution}`` blocks) are left out.
+
+The labs and the grading use nbgrader (``generate_assignment``, ``autograde`` and its sqlite
+gradebook): no server, no network.
+
+    python tools/labs.py build OUT            # OUT/<lab>.ipynb, one lab per chapter of the toc
+    python tools/labs.py grade SUBMISSIONS OUT
+
+``SUBMISSIONS`` holds one folder per student with the student's completed labs,
+``SUBMISSIONS/<student>/<lab>.ipynb``; ``grade`` writes ``OUT/grades.csv`` (student, lab, check,
+points, max_points) and ``OUT/summary.csv`` (student, lab, points, max_points) and prints the
+summary.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import csv
+import json
+import os
+import re
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toc import ROOT  # noqa: E402
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+PREAMBLE = """\
+# The modules the checks use (run this cell first)
+import numpy as np
+import torch
+from torch import nn
+
+from nlprune import cut, measure, prune, seq2seq, train
+
+train.reproducible(seed=0, threads=2)"""
+# A long printed output is cut to this many lines in the lab (the book has it whole).
+MAX_OUTPUT_LINES = 25
+
+
+# ------------------------------------------------------------------------------------ chapters
+def chapters(root: Path = ROOT) -> list[tuple[str, list[Path]]]:
+    """``(lab name, pages)`` for each numbered chapter of ``_toc.yml``: the chapter's file and its
+    sections, depth first (``("lab01_what_is_pruning", [.../01_what_is_pruning.ipynb])``)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+
+    def walk(entry: dict) -> list[str]:
+        return [entry["file"], *(f for e in entry.get("sections", []) for f in walk(e))]
+
+    found = []
+    numbered = [p for p in toc.get("parts", []) if p.get("numbered")]
+    for number, entry in enumerate((c for p in numbered for c in p["chapters"]), start=1):
+        pages = []
+        for page in walk(entry):
+            for suffix in (".ipynb", ".md"):
+                if (root / f"{page}{suffix}").exists():
+                    pages.append(root / f"{page}{suffix}")
+                    break
+        stem = re.sub(r"^\d+_", "", Path(entry["file"]).name)
+        found.append((f"lab{number:02d}_{stem}", pages))
+    return found
+
+
+# ---------------------------------------------------------------------------- markdown text
+def _fenced_blocks(text: str, directive: str) -> list[tuple[int, int]]:
+    """Line ranges ``[start, end)`` of the MyST blocks ````{directive}`` (any fence width)."""
+    lines, spans, i = text.split("\n"), [], 0
+    opening = re.compile(r"^(`{3,}|:{3,})\{" + re.escape(directive) + r"\}")
+    while i < len(lines):
+        match = opening.match(lines[i])
+        if match:
+            fence, j = match.group(1), i + 1
+            while j < len(lines) and lines[j].strip() != fence:
+                j += 1
+            spans.append((i, j + 1))
+            i = j + 1
+        else:
+            i += 1
+    return spans
+
+
+def student_markdown(text: str) -> str:
+    """The chapter's markdown for a student: hidden solutions removed, each exercise shown as a
+    plain paragraph, glued book values pointed to the book."""
+    lines = text.split("\n")
+    for start, end in reversed(_fenced_blocks(text, "solution")):
+        del lines[start:end]
+    text = "\n".join(lines)
+    lines = text.split("\n")
+    for start, end in reversed(_fenced_blocks(text, "exercise")):
+        body = [line for line in lines[start + 1:end - 1] if not line.startswith(":")]
+        lines[start:end] = ["> **Exercise.** " + body[0] if body else "> **Exercise.**",
+                            *("> " + line for line in body[1:])]
+    text = "\n".join(lines)
+    lines = text.split("\n")
+    for start, end in reversed(_fenced_blocks(text, "glue")):
+        lines[start:end] = ["*(A figure of the book: see this chapter in the book.)*"]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+# ------------------------------------------------------------------------------ code cells
+def solution_source(source: str, functions: list[str]) -> str:
+    """``source`` with the body of each function in ``functions`` (after its docstring) between
+    nbgrader's solution markers.
+
+    Raises:
+        ValueError: a function is not defined at the top level of ``source`` or has no docstring
+            (the docstring is the student's task).
+    """
+    tree = ast.parse(source)
+    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    lines = source.split("\n")
+    inserts = []
+    for name in functions:
+        node = defs.get(name)
+        if node is None:
+            raise ValueError(f"lab solution {name!r} is not a function defined in the cell")
+        if ast.get_docstring(node) is None:
+            raise ValueError(f"lab solution {name!r} needs a docstring: the lab keeps it as the task")
+        first, last = node.body[0].end_lineno, node.end_lineno  # docstring's last line, body's end
+        indent = " " * node.body[1].col_offset if len(node.body) > 1 else " " * 4
+        inserts += [(first, indent + BEGIN), (last, indent + END)]
+    for line_number, text in sorted(inserts, reverse=True):
+        lines.insert(line_number, text)
+    return "\n".join(lines)
+
+
+def _grader(kind: str, grade_id: str, points: int = 0) -> dict:
+    meta = {"schema_version": 3, "grade_id": grade_id, "locked": kind != "solution",
+            "solution": kind == "solution", "grade": kind == "check"}
+    if kind == "check":
+        meta["points"] = points
+    return {"nbgrader": meta}
+
+
+def _shown_as_text(cell: dict) -> list[dict]:
+    """A chapter code cell the lab does not run: its code and its stored outputs as markdown."""
+    tags = cell["metadata"].get("tags", [])
+    if "remove-cell" in tags:
+        return []
+    parts = [] if "remove-input" in tags else [f"```python\n{''.join(cell['source'])}\n```"]
+    attachments = {}
+    for output in cell.get("outputs", []):
+        data = output.get("data", {})
+        if "image/png" in data:
+            name = f"figure{len(attachments) + 1}.png"
+            attachments[name] = {"image/png": data["image/png"]}
+            alt = cell["metadata"].get("mystnb", {}).get("image", {}).get("alt", "figure")
+            parts.append(f"![{alt}](attachment:{name})")
+            continue
+        text = output.get("text") or data.get("text/plain")
+        if output.get("name") == "stderr" or text is None:
+            continue
+        text = "".join(text).rstrip().split("\n")
+        if len(text) > MAX_OUTPUT_LINES:
+            text = text[:MAX_OUTPUT_LINES] + ["..."]
+        parts.append("```text\n" + "\n".join(text) + "\n```")
+    if not parts:
+        return []
+    shown = {"cell_type": "markdown", "metadata": {}, "source": "\n\n".join(parts)}
+    if attachments:
+        shown["attachments"] = attachments
+    return [shown]
+
+
+def _title(page: Path) -> str:
+    text = page.read_text() if page.suffix == ".md" else "".join(
+        json.loads(page.read_text())["cells"][0]["source"])
+    match = re.search(r"^# (.+)$", text, flags=re.MULTILINE)
+    return match.group(1).strip() if match else page.stem
+
+
+def lab_source(name: str, pages: list[Path]) -> dict:
+    """The nbgrader source notebook of one lab, built from a chapter's pages."""
+    number = int(name[3:5])
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source":
+         f"# Lab {number}: {_title(pages[0])}\n\n"
+         "This lab is generated from the chapter of the book. Its prose, figures and printed "
+         "results are the book's; the chapter's experiments are shown as code you can read "
+         "but do not need to run. Your work is in the cells whose functions end in `raise "
+         "NotImplementedError()`: replace that line by your implementation, run the cell, then "
+         "run the **check** cell below it. A check that passes prints one line; a failing one "
+         "says what is wrong. Run the first code cell before any other."},
+        {"cell_type": "code", "metadata": _grader("setup", "preamble"), "source": PREAMBLE,
+         "outputs": [], "execution_count": None},
+    ]
+    ids: set[str] = set()
+    for page in pages:
+        if page.suffix == ".md":
+            text = re.sub(r"\A---\n.*?\n---\n", "", page.read_text(), flags=re.DOTALL)
+            cells.append({"cell_type": "markdown", "metadata": {}, "source": student_markdown(text)})
+            continue
+        for cell in json.loads(page.read_text())["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "markdown":
+                cells.append({"cell_type": "markdown", "metadata": {},
+                              "source": student_markdown(source)})
+                continue
+            if cell["cell_type"] != "code":
+                continue
+            lab = cell["metadata"].get("lab")
+            if lab is None:
+                cells.extend(_shown_as_text(cell))
+                continue
+            if lab == "setup":
+                kind, grade_id, points = "setup", f"setup{len(ids) + 1}", 0
+            elif isinstance(lab, dict) and "solution" in lab:
+                kind, grade_id, points = "solution", lab["solution"][0], 0
+                source = solution_source(source, lab["solution"])
+            elif isinstance(lab, dict) and isinstance(lab.get("check"), int):
+                match = re.match(r"# Check (\w+)", source)
+                kind, points = "check", lab["check"]
+                grade_id = f"check_{match.group(1) if match else len(ids) + 1}"
+            else:
+                raise ValueError(f"{page.name}: unknown lab marking {lab!r}; expected \"setup\", "
+                                 "{\"solution\": [names]} or {\"check\": points}")
+            if grade_id in ids:
+                raise ValueError(f"{name}: two lab cells are both called {grade_id!r}")
+            ids.add(grade_id)
+            cells.append({"cell_type": "code", "metadata": _grader(kind, grade_id, points),
+                          "source": source, "outputs": [], "execution_count": None})
+    for number_in_lab, cell in enumerate(cells):
+        cell["id"] = f"cell-{number_in_lab}"
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"}}}
+
+
+def reference_lines(source_notebook: dict) -> list[str]:
+    """The lines between the solution markers of a lab's source that a lab must never contain:
+    stripped statements of at least 12 characters. Block openers such as ``with
+    torch.no_grad():`` are left out: they say nothing of the solution, and the chapter's own
+    code, shown in the lab, has them too."""
+    found = []
+    for cell in source_notebook["cells"]:
+        inside = False
+        for line in "".join(cell["source"]).split("\n"):
+            if line.strip() in (BEGIN, END):
+                inside = line.strip() == BEGIN
+            elif inside and len(line.strip()) >= 12 and not line.strip().endswith(":"):
+                found.append(line.strip())
+    return found
+
+
+# ---------------------------------------------------------------------------------- nbgrader
+def _api(course: Path):
+    # nbgrader runs the `alembic` command of its environment to set up its gradebook: put this
+    # Python's bin folder first on PATH, also when the venv is not activated.
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
+
+    # nbgrader 0.9.6 trips over its own gradebook session at every autograde (harmless)
+    warnings.filterwarnings("ignore", message="Object of type <SubmittedNotebook> not in session")
+
+    config = Config()
+    config.CourseDirectory.root = str(course)
+    config.CourseDirectory.course_id = "pruning-nlp-models"
+    config.Execute.timeout = 600  # per cell; the checks take seconds
+    config.Execute.allow_errors = True
+    return NbGraderAPI(config=config)
+
+
+def build_course(course: Path, root: Path = ROOT) -> list[str]:
+    """Write the nbgrader course ``course`` (source and release of every lab); the lab names."""
+    if course.exists():
+        shutil.rmtree(course)
+    names = []
+    for name, pages in chapters(root):
+        folder = course / "source" / name
+        folder.mkdir(parents=True)
+        (folder / f"{name}.ipynb").write_text(json.dumps(lab_source(name, pages), indent=1,
+                                                         ensure_ascii=False) + "\n")
+        names.append(name)
+    api = _api(course)
+    for name in names:
+        result = api.generate_assignment(name, force=True)
+        if not result["success"]:
+            raise RuntimeError(f"nbgrader generate_assignment {name} failed:\n{result.get('log')}"
+                               f"\n{result.get('error')}")
+    return names
+
+
+def build(out: Path, root: Path = ROOT) -> list[Path]:
+    """The student labs ``out/<lab>.ipynb`` (the course itself goes to ``out/course``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = build_course(out / "course", root)
+    labs = []
+    for name in names:
+        lab = out / f"{name}.ipynb"
+        shutil.copyfile(out / "course" / "release" / name / f"{name}.ipynb", lab)
+        labs.append(lab)
+    return labs
+
+
+def grade(submissions: Path, out: Path, root: Path = ROOT) -> list[dict]:
+    """Grade ``submissions/<student>/<lab>.ipynb``; write ``out/grades.csv`` and
+    ``out/summary.csv``; return the rows of grades.csv.
+
+    Raises:
+        ValueError: ``submissions`` is not a folder, holds no notebooks, or a notebook's name is
+            not one of the labs.
+    """
+    from nbgrader.api import Gradebook
+
+    if not submissions.is_dir():
+        raise ValueError(f"SUBMISSIONS must be a folder of student folders, got {submissions}")
+    found = sorted(submissions.glob("*/*.ipynb"))
+    if not found:
+        raise ValueError(f"no <student>/<lab>.ipynb under {submissions}")
+    course = out / "course"
+    names = build_course(course, root)
+    for notebook in found:
+        student, lab = notebook.parent.name, notebook.stem
+        if lab not in names:
+            raise ValueError(f"{notebook}: {lab!r} is not a lab; the labs are {names}")
+        target = course / "submitted" / student / lab
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(notebook, target / f"{lab}.ipynb")
+    api = _api(course)
+    rows = []
+    for notebook in found:
+        student, lab = notebook.parent.name, notebook.stem
+        result = api.autograde(lab, student, force=True, create=True)
+        if not result["success"]:
+            raise RuntimeError(f"nbgrader autograde {lab} {student} failed:\n{result.get('log')}"
+                               f"\n{result.get('error')}")
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        for notebook in found:
+            student, lab = notebook.parent.name, notebook.stem
+            graded = gradebook.find_submission_notebook(lab, lab, student)
+            for g in sorted(graded.grades, key=lambda g: g.name):
+                if g.max_score:
+                    rows.append({"student": student, "lab": lab, "check": g.name,
+                                 "points": float(g.score), "max_points": float(g.max_score)})
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "grades.csv", rows)
+    summary: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        entry = summary.setdefault((row["student"], row["lab"]), {
+            "student": row["student"], "lab": row["lab"], "points": 0.0, "max_points": 0.0})
+        entry["points"] += row["points"]
+        entry["max_points"] += row["max_points"]
+    _write_csv(out / "summary.csv", list(summary.values()))
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["student"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "build":
+        labs = build(Path(argv[1]))
+        print(f"{len(labs)} labs written to {Path(argv[1]).resolve()}:")
+        for lab in labs:
+            print(f"  {lab.name}")
+        return 0
+    if len(argv) == 3 and argv[0] == "grade":
+        out = Path(argv[2])
+        grade(Path(argv[1]), out)
+        with (out / "summary.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        print(f"{'student':<16} {'lab':<28} points")
+        for row in rows:
+            print(f"{row['student']:<16} {row['lab']:<28} "
+                  f"{float(row['points']):g} / {float(row['max_points']):g}")
+        print(f"per check: {(out / 'grades.csv').resolve()}\nper lab:   "
+              f"{(out / 'summary.csv').resolve()}")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
