@@ -96,6 +96,12 @@ def test_markdown_drops_solutions_and_keeps_exercises():
     shown = labs.student_markdown(text)
     assert "The answer" not in shown and "x = 1" not in shown
     assert "> **Exercise.** Prune it." in shown and shown.endswith("End")
+    # MyST that Jupyter would show raw: boxes become quotes, roles plain text
+    shown = labs.student_markdown(
+        "As {cite}`han2015learning` ({glue:text}`acc`, {doc}`/book/errata`).\n\n"
+        "```{admonition} Errata\n:class: warning\n1. A claim.\n```")
+    assert shown == ("As [han2015learning] (*(value in the book)*, `/book/errata`).\n\n"
+                     "> **Errata**\n>\n> 1. A claim.")
 
 
 def test_solution_markers_and_bad_markings():

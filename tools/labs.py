@@ -114,7 +114,22 @@ def student_markdown(text: str) -> str:
     lines = text.split("\n")
     for start, end in reversed(_fenced_blocks(text, "glue")):
         lines[start:end] = ["*(A figure of the book: see this chapter in the book.)*"]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    for box in ("admonition", "note", "tip", "warning", "important"):
+        text = "\n".join(lines)
+        lines = text.split("\n")
+        for start, end in reversed(_fenced_blocks(text, box)):
+            title = re.sub(r"^[`:]+\{\w+\}\s*", "", lines[start]).strip()
+            body = [line for line in lines[start + 1:end - 1] if not re.match(r"^:\w+:", line)]
+            head = [f"> **{title}**", ">"] if title else []
+            lines[start:end] = [*head, *(f"> {line}".rstrip() for line in body)]
+    text = "\n".join(lines)
+    # MyST roles Jupyter does not know: citations as [key], values glued from cells pointed to
+    # the book, cross-references as their target
+    text = re.sub(r"\{cite(?::\w+)?\}`([^`]+)`", r"[\1]", text)
+    text = re.sub(r"\{glue(?::\w+)?\}`[^`]+`", "*(value in the book)*", text)
+    text = re.sub(r"\{(?:doc|ref|numref|eq)\}`([^`<]+?)\s*<[^`]+>`", r"\1", text)
+    text = re.sub(r"\{(?:doc|ref|numref|eq)\}`([^`]+)`", r"`\1`", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 # ------------------------------------------------------------------------------ code cells
