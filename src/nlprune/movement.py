@@ -132,7 +132,7 @@ class MovementPruner:
         if isinstance(names, str) or not names:
             raise ValueError("names must be a non-empty list of parameter names")
         polynomial_sparsity(0, initial=initial, final=final, begin=begin, end=end, power=power)  # checks
-        self.model, self.method = model, method
+        self.method = method
         self.schedule = dict(initial=initial, final=final, begin=begin, end=end, power=power)
         self.sparsity = float(initial)
         modules = dict(model.named_modules())
