@@ -140,9 +140,10 @@ def filled_in(release: dict, source: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def graded(built, tmp_path_factory) -> tuple[Path, list[dict]]:
-    """Three made-up students graded with `tools/labs.py grade` (what `make grade` runs):
+    """Four made-up students graded with `tools/labs.py grade` (what `make grade` runs):
     `given` hands in the labs untouched, `ada` the reference solutions, `bob` the reference
-    solutions with one planted bug."""
+    solutions with one planted bug, `eve` the untouched labs with every check replaced by
+    `pass`."""
     submissions = tmp_path_factory.mktemp("submissions")
     for name, _ in labs.chapters():
         release = (built / f"{name}.ipynb").read_text()
@@ -150,7 +151,12 @@ def graded(built, tmp_path_factory) -> tuple[Path, list[dict]]:
         correct = json.dumps(filled_in(json.loads(release), source))
         buggy = correct.replace(CORRECT_LINE, BUGGY_LINE)
         assert (buggy != correct) == (name == BUGGY_LAB)
-        for student, text in [("given", release), ("ada", correct), ("bob", buggy)]:
+        tampered = json.loads(release)
+        for cell in tampered["cells"]:
+            if cell["metadata"].get("nbgrader", {}).get("grade"):
+                cell["source"] = "pass"
+        for student, text in [("given", release), ("ada", correct), ("bob", buggy),
+                              ("eve", json.dumps(tampered))]:
             (submissions / student).mkdir(exist_ok=True)
             (submissions / student / f"{name}.ipynb").write_text(text)
     out = tmp_path_factory.mktemp("grades")
@@ -202,3 +208,12 @@ def test_a_planted_bug_loses_exactly_its_checks_points(graded):
         summary = {(r["student"], r["lab"]): float(r["points"]) for r in csv.DictReader(handle)}
     total = {s: sum(v for (who, _), v in summary.items() if who == s) for s in ("ada", "bob")}
     assert total["ada"] - total["bob"] == lost[(BUGGY_LAB, BUGGY_CHECK)] == 1
+
+
+def test_an_edited_check_does_not_change_the_grade(graded):
+    # grading restores the course's check cells: eve's `pass` earns nothing
+    out, rows = graded
+    eve = {(r["lab"], r["check"]): float(r["points"]) for r in rows if r["student"] == "eve"}
+    given = {(r["lab"], r["check"]): float(r["points"]) for r in rows if r["student"] == "given"}
+    assert eve == given and set(eve.values()) == {0.0}
+
