@@ -41,7 +41,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toc import ROOT  # noqa: E402
+from toc import ROOT, entry_files  # noqa: E402
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 PREAMBLE = """\
@@ -62,15 +62,11 @@ def chapters(root: Path = ROOT) -> list[tuple[str, list[Path]]]:
     """``(lab name, pages)`` for each numbered chapter of ``_toc.yml``: the chapter's file and its
     sections, depth first (``("lab01_what_is_pruning", [.../01_what_is_pruning.ipynb])``)."""
     toc = yaml.safe_load((root / "_toc.yml").read_text())
-
-    def walk(entry: dict) -> list[str]:
-        return [entry["file"], *(f for e in entry.get("sections", []) for f in walk(e))]
-
     found = []
     numbered = [p for p in toc.get("parts", []) if p.get("numbered")]
     for number, entry in enumerate((c for p in numbered for c in p["chapters"]), start=1):
         pages = []
-        for page in walk(entry):
+        for page in entry_files(entry):
             for suffix in (".ipynb", ".md"):
                 if (root / f"{page}{suffix}").exists():
                     pages.append(root / f"{page}{suffix}")
@@ -98,31 +94,36 @@ def _fenced_blocks(text: str, directive: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _replace_blocks(text: str, directive: str, replace) -> str:
+    """``text`` with each ````{directive}`` block's lines passed through ``replace``."""
+    lines = text.split("\n")
+    for start, end in reversed(_fenced_blocks(text, directive)):
+        lines[start:end] = replace(lines[start:end])
+    return "\n".join(lines)
+
+
+def _exercise(block: list[str]) -> list[str]:
+    body = [line for line in block[1:-1] if not line.startswith(":")]
+    return ["> **Exercise.** " + body[0] if body else "> **Exercise.**",
+            *("> " + line for line in body[1:])]
+
+
+def _box(block: list[str]) -> list[str]:
+    title = re.sub(r"^[`:]+\{\w+\}\s*", "", block[0]).strip()
+    body = [line for line in block[1:-1] if not re.match(r"^:\w+:", line)]
+    head = [f"> **{title}**", ">"] if title else []
+    return [*head, *(f"> {line}".rstrip() for line in body)]
+
+
 def student_markdown(text: str) -> str:
-    """The chapter's markdown for a student: hidden solutions removed, each exercise shown as a
-    plain paragraph, glued book values pointed to the book."""
-    lines = text.split("\n")
-    for start, end in reversed(_fenced_blocks(text, "solution")):
-        del lines[start:end]
-    text = "\n".join(lines)
-    lines = text.split("\n")
-    for start, end in reversed(_fenced_blocks(text, "exercise")):
-        body = [line for line in lines[start + 1:end - 1] if not line.startswith(":")]
-        lines[start:end] = ["> **Exercise.** " + body[0] if body else "> **Exercise.**",
-                            *("> " + line for line in body[1:])]
-    text = "\n".join(lines)
-    lines = text.split("\n")
-    for start, end in reversed(_fenced_blocks(text, "glue")):
-        lines[start:end] = ["*(A figure of the book: see this chapter in the book.)*"]
+    """The chapter's markdown for a student: hidden solutions removed, each exercise and box
+    shown as a quote, glued book values pointed to the book."""
+    text = _replace_blocks(text, "solution", lambda block: [])
+    text = _replace_blocks(text, "exercise", _exercise)
+    text = _replace_blocks(text, "glue", lambda block: [
+        "*(A figure of the book: see this chapter in the book.)*"])
     for box in ("admonition", "note", "tip", "warning", "important"):
-        text = "\n".join(lines)
-        lines = text.split("\n")
-        for start, end in reversed(_fenced_blocks(text, box)):
-            title = re.sub(r"^[`:]+\{\w+\}\s*", "", lines[start]).strip()
-            body = [line for line in lines[start + 1:end - 1] if not re.match(r"^:\w+:", line)]
-            head = [f"> **{title}**", ">"] if title else []
-            lines[start:end] = [*head, *(f"> {line}".rstrip() for line in body)]
-    text = "\n".join(lines)
+        text = _replace_blocks(text, box, _box)
     # MyST roles Jupyter does not know: citations as [key], values glued from cells pointed to
     # the book, cross-references as their target
     text = re.sub(r"\{cite(?::\w+)?\}`([^`]+)`", r"[\1]", text)

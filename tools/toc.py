@@ -15,11 +15,13 @@ def toc_pages(root: Path = ROOT) -> list[str]:
     """Every file of ``_toc.yml`` without its extension: the root page, then the chapters of each
     part with their sections, depth first (``["book/intro", "book/preface", "notebooks/01_…", …]``)."""
     toc = yaml.safe_load((root / "_toc.yml").read_text())
+    return [toc["root"]] + [f for part in toc.get("parts", []) for c in part.get("chapters", [])
+                            for f in entry_files(c)]
 
-    def walk(entries: list[dict]) -> list[str]:
-        return [f for e in entries for f in [e["file"], *walk(e.get("sections", []))]]
 
-    return [toc["root"]] + [f for part in toc.get("parts", []) for f in walk(part.get("chapters", []))]
+def entry_files(entry: dict) -> list[str]:
+    """The file of one ``_toc.yml`` entry and those of its sections, depth first."""
+    return [entry["file"], *(f for section in entry.get("sections", []) for f in entry_files(section))]
 
 
 def toc_notebooks(root: Path = ROOT) -> list[Path]:
