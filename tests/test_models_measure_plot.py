@@ -66,6 +66,24 @@ def test_median_latency_sets_and_restores_threads():
     assert seen == [1, 1] and torch.get_num_threads() == 2
 
 
+def test_check_timing_prints_a_note_or_raises_when_strict(monkeypatch, capsys):
+    import numpy as np
+
+    monkeypatch.delenv("NLPRUNE_STRICT_TIMING", raising=False)
+    measure.check_timing(True, "fast")
+    assert capsys.readouterr().out == ""
+    measure.check_timing(False, "fast")
+    assert '"fast" does not hold' in capsys.readouterr().out
+    monkeypatch.setenv("NLPRUNE_STRICT_TIMING", "1")
+    measure.check_timing(np.float64(2.0) > 1.7, "fast")  # NumPy's bool: no error
+    with pytest.raises(AssertionError, match="fast"):
+        measure.check_timing(False, "fast")
+    with pytest.raises(TypeError, match="holds"):
+        measure.check_timing(1.7, "fast")
+    with pytest.raises(TypeError, match="claim"):
+        measure.check_timing(True, 3)
+
+
 def test_plots():
     axes = plot.weight_histograms({"a": torch.randn(100), "b": torch.randn(5, 5)})
     assert [ax.get_title() for ax in axes] == ["a", "b"]

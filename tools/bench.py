@@ -15,7 +15,9 @@ ran on are printed and written to ``book/_generated/bench.md``, which the book's
 reproducibility appendix includes. A notebook is within budget when both of its runs take at
 most 180 s; the course is within budget when the cold pass takes at most 20 minutes. The exit
 status is 1 when a budget is exceeded: this is a benchmark, and the test suite never looks at
-the clock.
+the clock. The notebooks run with ``NLPRUNE_STRICT_TIMING=1``, so the text's claims about
+measured time (:func:`nlprune.measure.check_timing`) must hold on this machine too: a notebook
+whose claim fails stops the benchmark with its error.
 
 Usage: ``python tools/bench.py [notebook ...]`` (default: every notebook in ``_toc.yml``).
 """
@@ -75,6 +77,7 @@ def machine() -> list[str]:
 def main(argv: list[str]) -> int:
     notebooks = [Path(a).resolve() for a in argv] or toc_notebooks()
     os.environ.setdefault("NLPRUNE_PROGRESS", "0")  # no progress-bar widgets in the kernels
+    os.environ["NLPRUNE_STRICT_TIMING"] = "1"  # the text's timing claims must hold here
     with tempfile.TemporaryDirectory(prefix="nlprune-bench-") as cache:
         cold = {}
         for path in notebooks:
