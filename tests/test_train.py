@@ -69,6 +69,27 @@ def test_reproducible_rejects_bad_threads():
         train.reproducible(0, threads=0)
 
 
+def test_nlprune_threads_replaces_the_thread_count(monkeypatch):
+    monkeypatch.setenv("NLPRUNE_THREADS", "1")
+    train.reproducible(0, threads=2)
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("NLPRUNE_THREADS", "two")
+    with pytest.raises(ValueError, match="NLPRUNE_THREADS"):
+        train.reproducible(0, threads=2)
+    monkeypatch.delenv("NLPRUNE_THREADS")
+    train.reproducible(0, threads=2)
+    assert torch.get_num_threads() == 2
+
+
+def test_cached_model_writes_through_a_file_of_its_own(tmp_cache):
+    # a file another process is still writing is neither read nor overwritten
+    stranger = Path(tmp_cache) / "toy.pt.99999.tmp"
+    stranger.write_bytes(b"half")
+    train.cached_model("toy", lambda: torch.nn.Linear(3, 2), lambda m: None)
+    assert stranger.read_bytes() == b"half"
+    assert sorted(p.name for p in Path(tmp_cache).iterdir()) == ["toy.json", "toy.pt", "toy.pt.99999.tmp"]
+
+
 def test_cached_model_trains_once_then_loads(tmp_cache):
     calls = []
 

@@ -28,6 +28,7 @@ from .models import LSTMLanguageModel, RNNClassifier
 
 __all__ = [
     "reproducible",
+    "thread_count",
     "default_device",
     "evaluate",
     "fit",
@@ -47,6 +48,11 @@ __all__ = [
 def reproducible(seed: int = 0, threads: int = 2) -> None:
     """Seed Python, NumPy, PyTorch (and TensorFlow if already imported) and fix torch's thread count.
 
+    The environment variable ``NLPRUNE_THREADS``, when set, replaces ``threads``: ``make
+    notebooks`` sets it to 1 because it runs two notebooks side by side on 2 cores. Results
+    then differ from the stored ones by float rounding only, which the notebooks' tolerances
+    cover.
+
     Args:
         seed: the seed for every generator.
         threads: torch's intra-op thread count, an integer >= 1.
@@ -60,15 +66,37 @@ def reproducible(seed: int = 0, threads: int = 2) -> None:
         >>> reproducible(3, threads=1); torch.equal(a, torch.rand(2)), torch.get_num_threads()
         (True, 1)
     """
-    seed, threads = _checks.integer(seed, "seed"), _checks.integer(threads, "threads")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads!r}")
+    seed, threads = _checks.integer(seed, "seed"), thread_count(threads)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     if "tensorflow" in sys.modules:
         sys.modules["tensorflow"].random.set_seed(seed)
+
+
+def thread_count(threads: int = 2) -> int:
+    """``threads``, or the value of the environment variable ``NLPRUNE_THREADS`` when it is set.
+
+    Raises:
+        TypeError: ``threads`` is not an integer.
+        ValueError: ``threads < 1``, or ``NLPRUNE_THREADS`` is set but is not an integer >= 1.
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"NLPRUNE_THREADS": "1"}):
+        ...     thread_count(2)
+        1
+    """
+    threads = _checks.integer(threads, "threads")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads!r}")
+    value = os.environ.get("NLPRUNE_THREADS", "").strip()
+    if not value:
+        return threads
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"NLPRUNE_THREADS must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def default_device() -> torch.device:
@@ -271,11 +299,20 @@ def cached_model(key: str, build: Callable[[], nn.Module], train_fn: Callable[[n
     result = train_fn(model)
     info = {"key": key, "train_seconds": time.perf_counter() - start, "result": result, "recipe": recipe}
     model.cpu()
-    tmp = weights.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(weights)
-    meta.write_text(json.dumps(info, indent=1))
+    _write_atomically(weights, lambda tmp: torch.save(model.state_dict(), tmp))
+    _write_atomically(meta, lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
     return model, info
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to a temporary file of this process beside ``path``, then rename it to ``path``.
+
+    ``make notebooks`` runs two notebooks at once, and both may train and store the same base
+    model: each writes its own file, and the rename means a reader never sees a half-written one.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    tmp.replace(path)
 
 
 def _results_file(name: str, recipe: Mapping) -> tuple[dict, Path]:
@@ -304,7 +341,7 @@ def store_results(name: str, recipe: Mapping, results: list[dict]) -> Path:
         [{'seed': 0, 'accuracy': 0.75}] None
     """
     recipe, path = _results_file(name, recipe)
-    path.write_text(json.dumps({**recipe, "results": results}, indent=1))
+    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps({**recipe, "results": results}, indent=1)))
     return path
 
 
