@@ -65,9 +65,9 @@ unit: $(STAMP)
 # Two notebooks run at once (pytest-xdist, a whole notebook per worker), each kernel on one
 # thread of torch (NLPRUNE_THREADS, see nlprune.train.reproducible) and of TensorFlow. Measured
 # on 2 cores: chapters 3 and 4 side by side on one thread each took 158 s, one after the other on
-# two threads each 282 s. WORKERS=1 runs them one at a time.
+# two threads each 282 s. The longest start first (conftest.py). WORKERS=1 runs them one at a time.
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 --nbval-kernel-startup-timeout=180 \
-	-n $(WORKERS) --dist loadfile
+	-n $(WORKERS) --dist loadfile --no-loadscope-reorder
 notebooks: $(STAMP)
 	NLPRUNE_PROGRESS=0 NLPRUNE_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
 	  $(BIN)/python -m pytest $(NBVAL_FLAGS) -p no:cacheprovider notebooks

@@ -4,12 +4,42 @@ nbval waits a fixed 5 s for each output message of a cell after the kernel has r
 laptop that is busy with something else, a kernel's output thread can be late by more than
 that although nothing is wrong, and the cell fails. The course sets the wait on purpose, here,
 instead of relying on an idle machine; the other nbval limits are set in the Makefile.
+
+`make notebooks` runs two notebooks at once, and hands the next notebook to whichever worker
+is free (pytest-xdist, ``--dist loadfile --no-loadscope-reorder``). Started by number of cells
+(xdist's default order), the run ended with one worker idle for minutes while the other ran a
+long notebook: the notebooks took 28 minutes on 2 cores. So they start longest first (the classic
+longest-processing-time rule), by the run times below; a notebook not listed starts first.
 """
 
+from pathlib import Path
+
 NBVAL_OUTPUT_TIMEOUT = 120  # seconds nbval waits for each output message of a cell
+
+# Seconds per notebook, one kernel on two threads with the models cached (make bench and the
+# re-executions of 2026-11-26); only their order matters.
+NOTEBOOK_SECONDS = {
+    "01_what_is_pruning": 57, "02_magnitude_pruning": 163, "02b_schedules_seeds": 140,
+    "03_gradient_pruning": 152, "04_l1_l2": 125, "05_cutting": 133, "06_rnn_math": 57,
+    "07_1_sentiment": 144, "07_1b_sentiment_keras": 157, "07_2_generation": 63,
+    "07_3_translation": 88, "07_4_transformer_heads": 148, "08_1_sparse_vs_dense": 160,
+    "08_1b_recipe_95": 148, "08_2_lottery_tickets": 95, "08_3_nm_compression": 80,
+    "08_4_movement_pruning": 170, "08_5_distillation": 122, "08_6_llm_oneshot": 150,
+}
+UNLISTED_SECONDS = 1000  # a new notebook: run it early rather than be the last one waited for
+
+
+def notebook_seconds(item) -> int:
+    """Expected run time of the notebook an nbval cell belongs to; 0 for any other test."""
+    if not hasattr(item, "output_timeout"):
+        return 0
+    return NOTEBOOK_SECONDS.get(Path(str(item.fspath)).stem, UNLISTED_SECONDS)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if hasattr(item, "output_timeout"):  # an nbval notebook cell
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT
+    # Longest notebook first; the sort is stable, so each notebook's cells keep their order and
+    # unit tests (all 0) are not moved.
+    items.sort(key=lambda item: -notebook_seconds(item))
