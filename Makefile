@@ -66,13 +66,17 @@ unit: $(STAMP)
 # thread of torch (NLPRUNE_THREADS, see nlprune.train.reproducible) and of TensorFlow. Measured
 # on 2 cores: chapters 3 and 4 side by side on one thread each took 158 s, one after the other on
 # two threads each 282 s. The longest start first (conftest.py). WORKERS=1 runs them one at a time.
-NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 --nbval-kernel-startup-timeout=180 \
-	-n $(WORKERS) --dist loadfile --no-loadscope-reorder
+POOL := NLPRUNE_PROGRESS=0 NLPRUNE_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 --nbval-kernel-startup-timeout=180
 notebooks: $(STAMP)
-	NLPRUNE_PROGRESS=0 NLPRUNE_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
-	  $(BIN)/python -m pytest $(NBVAL_FLAGS) -p no:cacheprovider notebooks
+	$(POOL) $(NBVAL_FLAGS) notebooks
 
-test: unit notebooks check-html
+# The unit tests join the notebooks' pool, after them: they fill the minutes in which one worker
+# would wait for the other's last notebook.
+test: $(STAMP)
+	$(POOL) $(NBVAL_FLAGS) --ignore=tests/html tests src/nlprune notebooks
+	$(MAKE) check-html
 
 # For authors: run every notebook top to bottom and store its outputs (without progress bars),
 # then drop TensorFlow's start-up messages from the cells tagged remove-stderr. A timing claim of

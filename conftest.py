@@ -12,36 +12,60 @@ long notebook: the notebooks took 1,695 s on 2 cores. So they start longest firs
 longest-processing-time rule), by the run times below; a notebook not listed starts first.
 Measured on a fresh clone: 1,642 s, so the order gains under a minute; running two notebooks at
 once is what counts (2,220 s one at a time on two threads).
+
+`make test` puts the unit tests in the same pool, after the notebooks, so that they fill the
+time in which one worker would wait for the other. At the end, the seconds each notebook and
+each slow test file took are printed: the numbers to copy into FILE_SECONDS when they change.
 """
 
+from collections import defaultdict
 from pathlib import Path
 
 NBVAL_OUTPUT_TIMEOUT = 120  # seconds nbval waits for each output message of a cell
 
 # Seconds per notebook, one kernel on two threads with the models cached (make bench and the
-# re-executions of 2026-11-26); only their order matters.
-NOTEBOOK_SECONDS = {
+# re-executions of 2026-11-26), and per slow unit-test file; only their order matters.
+FILE_SECONDS = {
     "01_what_is_pruning": 57, "02_magnitude_pruning": 163, "02b_schedules_seeds": 140,
     "03_gradient_pruning": 152, "04_l1_l2": 125, "05_cutting": 133, "06_rnn_math": 57,
     "07_1_sentiment": 144, "07_1b_sentiment_keras": 157, "07_2_generation": 63,
     "07_3_translation": 88, "07_4_transformer_heads": 148, "08_1_sparse_vs_dense": 160,
     "08_1b_recipe_95": 148, "08_2_lottery_tickets": 95, "08_3_nm_compression": 80,
     "08_4_movement_pruning": 170, "08_5_distillation": 122, "08_6_llm_oneshot": 150,
+    "test_labs": 107,
 }
-UNLISTED_SECONDS = 1000  # a new notebook: run it early rather than be the last one waited for
+UNLISTED_NOTEBOOK_SECONDS = 1000  # a new notebook: run it early rather than be the last one waited for
+SHOWN_SECONDS = 20  # files that took longer are listed at the end of the run
 
 
-def notebook_seconds(item) -> int:
-    """Expected run time of the notebook an nbval cell belongs to; 0 for any other test."""
-    if not hasattr(item, "output_timeout"):
-        return 0
-    return NOTEBOOK_SECONDS.get(Path(str(item.fspath)).stem, UNLISTED_SECONDS)
+def expected_seconds(item) -> int:
+    """Expected run time of the file a test belongs to: a notebook (nbval cell) not listed counts
+    as long, any other file not listed as 0."""
+    stem = Path(str(item.fspath)).stem
+    if hasattr(item, "output_timeout"):
+        return FILE_SECONDS.get(stem, UNLISTED_NOTEBOOK_SECONDS)
+    return FILE_SECONDS.get(stem, 0)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if hasattr(item, "output_timeout"):  # an nbval notebook cell
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT
-    # Longest notebook first; the sort is stable, so each notebook's cells keep their order and
-    # unit tests (all 0) are not moved.
-    items.sort(key=lambda item: -notebook_seconds(item))
+    # Longest file first; the sort is stable, so each file's tests keep their order.
+    items.sort(key=lambda item: -expected_seconds(item))
+
+
+_seconds_per_file: defaultdict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    # With xdist this runs in the controller too, for every report a worker sends.
+    _seconds_per_file[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    slow = sorted(((s, f) for f, s in _seconds_per_file.items() if s > SHOWN_SECONDS), reverse=True)
+    if slow:
+        terminalreporter.write_sep("-", f"files that took over {SHOWN_SECONDS} s (sum of their tests)")
+        for seconds, path in slow:
+            terminalreporter.write_line(f"{seconds:7.0f} s  {path}")

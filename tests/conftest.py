@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nlprune import data
+from nlprune import data, train
 
 matplotlib.use("Agg")
 
@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(train.thread_count(2))  # 1 in `make test`'s pool (NLPRUNE_THREADS)
 
 
 @pytest.fixture()
