@@ -73,7 +73,8 @@ notebooks: $(STAMP)
 	$(POOL) $(NBVAL_FLAGS) notebooks
 
 # The unit tests join the notebooks' pool, after them: they fill the minutes in which one worker
-# would wait for the other's last notebook.
+# would wait for the other's last notebook. Measured on a fresh clone: 1,572 s for both, against
+# 163 s + 1,642 s one after the other; the whole `make test`, installation included, 1,733 s.
 test: $(STAMP)
 	$(POOL) $(NBVAL_FLAGS) --ignore=tests/html tests src/nlprune notebooks
 	$(MAKE) check-html
