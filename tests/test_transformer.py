@@ -33,6 +33,24 @@ def test_hub_is_offline_after_import():
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
 
 
+def test_batches_keep_order_and_labels():
+    from nlprune.data import Example
+
+    tokenizer = tr.Tokenizer(max_len=16)
+    examples = [Example(text, i % 2) for i, text in enumerate(["Good.", "A long, dull film.", "Bad.",
+                                                             "Fine", "Superb acting."])]
+    batches = tokenizer.batches(examples, size=2)
+    assert [len(y) for *_, y in batches] == [2, 2, 1]
+    assert torch.cat([y for *_, y in batches]).tolist() == [0, 1, 0, 1, 0]
+    ids, mask, _ = batches[0]
+    assert torch.equal(ids, tokenizer(["Good.", "A long, dull film."])[0])
+    assert mask.sum(1).tolist() == [4, 8]  # [CLS] good . [SEP]; [CLS] a long , dull film . [SEP]
+    with pytest.raises(ValueError, match="size"):
+        tokenizer.batches(examples, size=0)
+    with pytest.raises(TypeError, match="size"):
+        tokenizer.batches(examples, size=2.5)
+
+
 def test_chinese_is_mostly_unknown():
     tokens = tr.Tokenizer().tokens("这部电影很好看")
     assert tokens.count("[UNK]") >= 5

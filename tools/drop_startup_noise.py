@@ -1,7 +1,9 @@
 """Drop the stderr output of notebook cells tagged ``remove-stderr`` (used by ``make execute``).
 
 TensorFlow prints start-up messages on stderr when it is first imported (absl's "log messages
-before InitializeLog", oneDNN and CUDA probes). The cells where that happens carry the tag
+before InitializeLog", oneDNN and CUDA probes), and so does importing ``transformers``, which
+loads torchao (its wheel's optional GPU kernels fail to load on a CPU-only machine, and it
+warns about deprecated ``torch.compile`` registrations). The cells where that happens carry the tag
 ``remove-stderr``, which hides them in the book; this removes them from the stored notebooks
 too, so a reader who opens a notebook in Jupyter does not see them either. Nothing else changes.
 

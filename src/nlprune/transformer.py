@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from . import _checks, cut  # noqa: E402
-from .data import package_data_dir  # noqa: E402
+from .data import Example, package_data_dir  # noqa: E402
 
 __all__ = ["model_dir", "Tokenizer", "Layer", "MiniLM", "load_minilm", "mean_pool", "head_importance",
            "ffn_importance", "head_weight_norms", "cut_heads", "cut_ffn_units"]
@@ -69,6 +69,34 @@ class Tokenizer:
     def tokens(self, text: str) -> list[str]:
         """The WordPiece tokens of one text (with ``[CLS]`` and ``[SEP]``)."""
         return self.tokenizer.encode(text).tokens
+
+    def batches(self, examples: Sequence[Example], size: int = 32
+                ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(ids, attention_mask, labels)`` for each run of ``size`` examples, in the given order.
+
+        Each batch is padded to its longest text, so examples sorted by length first waste less
+        time on padding.
+
+        Args:
+            examples: :class:`nlprune.data.Example` items (``text`` and ``label``).
+            size: examples per batch (the last batch may be smaller), an integer >= 1.
+
+        Example:
+            >>> from nlprune.data import Example
+            >>> texts = ["Fine.", "A fine film.", "Dull."]
+            >>> batches = Tokenizer().batches([Example(t, 1) for t in texts], size=2)
+            >>> [(tuple(ids.shape), labels.tolist()) for ids, mask, labels in batches]
+            [((2, 6), [1, 1]), ((1, 4), [1])]
+        """
+        size = _checks.integer(size, "size")
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size!r}")
+        out = []
+        for start in range(0, len(examples), size):
+            part = examples[start:start + size]
+            ids, mask = self([e.text for e in part])
+            out.append((ids, mask, torch.tensor([e.label for e in part])))
+        return out
 
 
 class Layer(nn.Module):
