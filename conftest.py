@@ -15,7 +15,7 @@ once is what counts (2,220 s one at a time on two threads).
 
 `make test` puts the unit tests in the same pool, after the notebooks, so that they fill the
 time in which one worker would wait for the other. Measured on a fresh clone: unit tests and
-notebooks together 1,572 s (1,835 s in a slower second run), against 163 s + 1,642 s one after
+notebooks together 1,572 s (1,835 s and 1,862 s in two slower runs), against 163 s + 1,642 s one after
 the other. Either way the two workers were busy to within a few seconds of the end: only less
 work would make the run shorter. At the end of a run,
 the seconds each notebook and each slow test file took are printed (on one thread, with an
