@@ -55,8 +55,9 @@ check-browser: html
 
 # Unit tests and the docstring examples of nlprune (doctests). (Two workers here measured 133 s
 # against 128-154 s for one: the labs test, 107 s in one file, is the long pole.)
+UNIT_PATHS := --ignore=tests/html tests src/nlprune
 unit: $(STAMP)
-	$(BIN)/python -m pytest --ignore=tests/html tests src/nlprune
+	$(BIN)/python -m pytest $(UNIT_PATHS)
 
 # Without progress bars, as when the outputs were stored (the bars' widget messages flood the
 # kernel's output channel). nbval's limits are set on purpose: a cell may run 20 minutes on a
@@ -78,7 +79,7 @@ notebooks: $(STAMP)
 # later runs of the same work took 2,028 s and 2,014 s (1,835 s, 1,862 s in the pool): this
 # machine's speed varies.
 test: $(STAMP)
-	$(POOL) $(NBVAL_FLAGS) --ignore=tests/html tests src/nlprune notebooks
+	$(POOL) $(NBVAL_FLAGS) $(UNIT_PATHS) notebooks
 	$(MAKE) check-html
 
 # For authors: run every notebook top to bottom and store its outputs (without progress bars),

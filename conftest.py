@@ -15,11 +15,11 @@ once is what counts (2,220 s one at a time on two threads).
 
 `make test` puts the unit tests in the same pool, after the notebooks, so that they fill the
 time in which one worker would wait for the other. Measured on a fresh clone: unit tests and
-notebooks together 1,572 s (1,835 s and 1,862 s in two slower runs), against 163 s + 1,642 s one after
-the other. Either way the two workers were busy to within a few seconds of the end: only less
-work would make the run shorter. At the end of a run,
-the seconds each notebook and each slow test file took are printed (on one thread, with an
-empty model cache, the notebooks take 62-298 s each: chapters 7.1 and 8.4 the longest).
+notebooks together 1,572 s (1,835 s and 1,862 s in two slower runs), against 163 s + 1,642 s
+one after the other. Either way the two workers were busy to within a few seconds of the end:
+only less work would make the run shorter. At the end of a run, the seconds each notebook and
+each slow test file took are printed (in the first run, on one thread and with an empty model
+cache, the notebooks took 62-298 s each: chapters 7.1 and 8.4 the longest).
 """
 
 from collections import defaultdict
@@ -45,10 +45,8 @@ SHOWN_SECONDS = 20  # files that took longer are listed at the end of the run
 def expected_seconds(item) -> int:
     """Expected run time of the file a test belongs to: a notebook (nbval cell) not listed counts
     as long, any other file not listed as 0."""
-    stem = Path(str(item.fspath)).stem
-    if hasattr(item, "output_timeout"):
-        return FILE_SECONDS.get(stem, UNLISTED_NOTEBOOK_SECONDS)
-    return FILE_SECONDS.get(stem, 0)
+    unlisted = UNLISTED_NOTEBOOK_SECONDS if hasattr(item, "output_timeout") else 0
+    return FILE_SECONDS.get(Path(str(item.fspath)).stem, unlisted)
 
 
 def pytest_collection_modifyitems(config, items):
