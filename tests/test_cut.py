@@ -194,6 +194,18 @@ def test_activation_and_taylor_unit_scores(toy_loaders):
     assert abs(after - base) > 0.2 * float(taylor[j])
 
 
+def test_activation_scores_leave_out_padding():
+    torch.manual_seed(0)
+    model = tiny_classifier("lstm")
+    ids, lengths = torch.tensor([[4, 5, 6, 0], [7, 8, 0, 0]]), torch.tensor([3, 2])
+    act = cut.activation_scores(model, [(ids, lengths, torch.tensor([0, 1]))])
+    # the hidden states of each sequence alone, without padding
+    states = torch.cat([model.rnn(model.embedding(ids[i:i + 1, :n]))[0][0] for i, n in enumerate([3, 2])])
+    torch.testing.assert_close(act, states.abs().mean(dim=0))
+    wider = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], dim=1)  # more padding, same mean
+    torch.testing.assert_close(cut.activation_scores(model, [(wider, lengths, torch.tensor([0, 1]))]), act)
+
+
 def test_activation_scores_on_language_model():
     torch.manual_seed(0)
     lm = models.LSTMLanguageModel(15, embed_dim=4, hidden=6).eval()

@@ -17,6 +17,38 @@ def test_classifiers_output_shapes_and_ignore_padding():
         assert torch.allclose(m(ids[:, :3], lengths), out, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_rnn_classifier_matches_packed_sequences_and_their_gradients(kind):
+    """The classifier runs its RNN over the padded batch; its vectors and gradients are those of
+    PyTorch's packed sequences, which never see the padding."""
+    torch.manual_seed(0)
+    ids = torch.tensor([[4, 5, 6, 2, 0, 0], [7, 8, 0, 0, 0, 0], [3, 9, 9, 9, 9, 1]])
+    lengths = torch.tensor([4, 2, 6])
+    m = models.RNNClassifier(10, kind=kind, embed_dim=4, hidden=6, num_layers=2)
+    loss = m(ids, lengths).logsumexp(-1).sum()
+    grads = torch.autograd.grad(loss, list(m.parameters()))
+
+    packed = nn.utils.rnn.pack_padded_sequence(m.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+    _, state = m.rnn(packed)
+    top = (state[0] if kind == "lstm" else state)[-1]
+    torch.testing.assert_close(m.features(ids, lengths), top)
+    reference = torch.autograd.grad(m.out(top).logsumexp(-1).sum(), list(m.parameters()))
+    for g, r in zip(grads, reference):
+        torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("lengths, match", [([3, 0], "between 1 and 5"), ([3, 6], "between 1 and 5"),
+                                             ([3], "one length per sequence")])
+def test_rnn_classifier_rejects_bad_lengths(lengths, match):
+    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 0, 0, 0]])
+    with pytest.raises(ValueError, match=match):
+        models.RNNClassifier(10)(ids, torch.tensor(lengths))
+
+
+def test_valid_steps():
+    assert models.valid_steps(torch.tensor([2, 1]), 3).tolist() == [[True, True, False], [True, False, False]]
+
+
 def test_rnn_classifier_unknown_kind():
     with pytest.raises(ValueError, match="kind must be one of"):
         models.RNNClassifier(10, kind="transformer")

@@ -11,4 +11,4 @@ language model without retraining);
 ``keras_prune`` and ``keras_cut`` are the TensorFlow/Keras counterparts.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import _checks, prune
+from .models import valid_steps
 
 __all__ = [
     "gate_count",
@@ -320,9 +321,10 @@ def activation_scores(model: nn.Module, batches: Iterable,
                       forward: Callable[[nn.Module, object], object] = _default_forward) -> torch.Tensor:
     """Mean ``|h_t|`` of each hidden unit over every (non-padding) time step of ``batches``.
 
-    The RNN's output is captured with a forward hook; packed sequences hold only real tokens,
-    so padding does not dilute the mean. The model is run in evaluation mode; its mode is
-    restored afterwards.
+    The RNN's output is captured with a forward hook. In classifier batches ``(ids, lengths,
+    labels)`` the time steps after each sequence's ``length`` are padding, and they are left
+    out, so padding does not dilute the mean (a packed sequence holds real tokens only). The
+    model is run in evaluation mode; its mode is restored afterwards.
 
     Args:
         model: a model with a single-layer ``rnn`` and an ``out`` layer.
@@ -339,11 +341,15 @@ def activation_scores(model: nn.Module, batches: Iterable,
     """
     rnn, _, _ = _unit_model(model)
     total, count = torch.zeros(rnn.hidden_size), 0
+    valid = None  # the time steps of the current batch that hold tokens, when it is a classifier batch
 
     def hook(module, inputs, output):
         nonlocal total, count
         y = output[0]
-        y = y.data if isinstance(y, nn.utils.rnn.PackedSequence) else y
+        if isinstance(y, nn.utils.rnn.PackedSequence):
+            y = y.data
+        elif valid is not None:
+            y = y[valid.to(y.device)]  # [B, T, hidden] -> [tokens, hidden]
         y = y.reshape(-1, rnn.hidden_size)
         total += y.abs().sum(dim=0).cpu()
         count += y.shape[0]
@@ -353,6 +359,7 @@ def activation_scores(model: nn.Module, batches: Iterable,
     handle = rnn.register_forward_hook(hook)
     try:
         for batch in batches:
+            valid = valid_steps(batch[1], batch[0].shape[1]) if len(batch) == 3 else None
             forward(model, batch)
     finally:
         handle.remove()

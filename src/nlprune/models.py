@@ -10,12 +10,23 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel", "sample_text"]
+__all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel", "sample_text", "valid_steps"]
 
 _RNN_KINDS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 _POOLS = ("last", "max", "mean")
+
+
+def valid_steps(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """Boolean ``[B, steps]``: ``True`` at the time steps that hold a token of each sequence
+    (the first ``lengths[b]``), ``False`` at the padding after them.
+
+    Example:
+        >>> valid_steps(torch.tensor([1, 3]), 3)
+        tensor([[ True, False, False],
+                [ True,  True,  True]])
+    """
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
 class BowMLP(nn.Module):
@@ -42,7 +53,13 @@ class RNNClassifier(nn.Module):
 
     ``dropout`` is applied to the word embeddings and to the pooled vector during training.
 
-    Padding is handled with packed sequences, so the padded positions never touch the state.
+    Padding comes after each sequence's last token, and an RNN's state at step ``t`` depends only
+    on steps ``1..t``: the RNN runs over the padded batch, and each sequence's vector is read
+    from its own time steps only (step ``length`` for ``"last"``, steps ``1..length`` for the
+    pools). The padded positions therefore never reach the result, nor its gradient. (This
+    gives the same numbers as packed sequences up to float rounding, and trains twice as fast on
+    a CPU: the backward pass of PyTorch's packed LSTM fills a zero tensor of the whole batch for
+    every time step.)
     """
 
     def __init__(self, vocab_size: int, *, kind: str = "lstm", embed_dim: int = 64, hidden: int = 128,
@@ -62,18 +79,17 @@ class RNNClassifier(nn.Module):
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The pooled vector ``[B, hidden]`` (see ``pool``)."""
-        embedded = self.dropout(self.embedding(ids))
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, state = self.rnn(packed)
+        if lengths.shape != ids.shape[:1] or int(lengths.min()) < 1 or int(lengths.max()) > ids.shape[1]:
+            raise ValueError(f"lengths must hold one length per sequence, each between 1 and {ids.shape[1]} "
+                             f"(the padded length of ids), got {lengths.tolist()}")
+        outputs, _ = self.rnn(self.dropout(self.embedding(ids)))  # [B, T, hidden], top layer
+        lengths = lengths.to(outputs.device)
         if self.pool == "last":
-            h = state[0] if self.kind == "lstm" else state
-            return h[-1]
-        padded, _ = pad_packed_sequence(outputs, batch_first=True)  # [B, T_max, hidden], zeros after
-        valid = torch.arange(padded.shape[1])[None, :, None] < lengths.cpu()[:, None, None]
-        valid = valid.to(padded.device)
+            return outputs[torch.arange(len(lengths), device=outputs.device), lengths - 1]
+        valid = valid_steps(lengths, outputs.shape[1])[:, :, None]
         if self.pool == "max":
-            return padded.masked_fill(~valid, float("-inf")).max(dim=1).values
-        return padded.sum(dim=1) / lengths.to(padded.device)[:, None].to(padded.dtype)
+            return outputs.masked_fill(~valid, float("-inf")).max(dim=1).values
+        return outputs.masked_fill(~valid, 0.0).sum(dim=1) / lengths[:, None].to(outputs.dtype)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.out(self.dropout(self.features(ids, lengths)))
