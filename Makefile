@@ -75,9 +75,9 @@ notebooks: $(STAMP)
 
 # The unit tests join the notebooks' pool, after them: they fill the minutes in which one worker
 # would wait for the other's last notebook. Measured on a fresh clone: 1,572 s for both, against
-# 163 s + 1,642 s one after the other; the whole `make test`, installation included, 1,733 s. Two
-# later runs of the same work took 2,028 s and 2,014 s (1,835 s, 1,862 s in the pool): this
-# machine's speed varies.
+# 163 s + 1,642 s one after the other (later runs of the same work: 1,835 s and 1,862 s, this
+# machine's speed varies). With nlprune 0.2, whose RNN classifier trains twice as fast, the pool
+# took 1,172 s and the whole `make test` on a fresh clone, installation included, 1,292 s.
 test: $(STAMP)
 	$(POOL) $(NBVAL_FLAGS) $(UNIT_PATHS) notebooks
 	$(MAKE) check-html

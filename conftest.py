@@ -17,9 +17,10 @@ once is what counts (2,220 s one at a time on two threads).
 time in which one worker would wait for the other. Measured on a fresh clone: unit tests and
 notebooks together 1,572 s (1,835 s and 1,862 s in two slower runs), against 163 s + 1,642 s
 one after the other. Either way the two workers were busy to within a few seconds of the end:
-only less work would make the run shorter. At the end of a run, the seconds each notebook and
-each slow test file took are printed (in the first run, on one thread and with an empty model
-cache, the notebooks took 62-298 s each: chapters 7.1 and 8.4 the longest).
+only less work would make the run shorter. Less work came with nlprune 0.2, whose RNN classifier
+trains twice as fast: 1,172 s for both on a fresh clone. At the end of a run, the seconds each
+notebook and each slow test file took are printed (in that run, on one thread and with an empty
+model cache, the notebooks took 67-204 s each: sections 8.4 and 7.3 the longest).
 """
 
 from collections import defaultdict
