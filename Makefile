@@ -77,7 +77,8 @@ notebooks: $(STAMP)
 # would wait for the other's last notebook. Measured on a fresh clone: 1,572 s for both, against
 # 163 s + 1,642 s one after the other (later runs of the same work: 1,835 s and 1,862 s, this
 # machine's speed varies). With nlprune 0.2, whose RNN classifier trains twice as fast, the pool
-# took 1,172 s and the whole `make test` on a fresh clone, installation included, 1,292 s.
+# took 1,172 s and 1,312 s, and the whole `make test` on a fresh clone, installation included,
+# 1,292 s and 1,438 s in two runs.
 test: $(STAMP)
 	$(POOL) $(NBVAL_FLAGS) $(UNIT_PATHS) notebooks
 	$(MAKE) check-html

@@ -18,7 +18,7 @@ time in which one worker would wait for the other. Measured on a fresh clone: un
 notebooks together 1,572 s (1,835 s and 1,862 s in two slower runs), against 163 s + 1,642 s
 one after the other. Either way the two workers were busy to within a few seconds of the end:
 only less work would make the run shorter. Less work came with nlprune 0.2, whose RNN classifier
-trains twice as fast: 1,172 s for both on a fresh clone. At the end of a run, the seconds each
+trains twice as fast: 1,172 s and 1,312 s for both in two runs on a fresh clone. At the end of a run, the seconds each
 notebook and each slow test file took are printed (in that run, on one thread and with an empty
 model cache, the notebooks took 67-204 s each: sections 8.4 and 7.3 the longest).
 """
