@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +44,15 @@ def test_fit_ngram_baseline_learns_a_bigram_rule():
         baseline.fit_ngram_baseline(splits, str.split, l2_strengths=())
     with pytest.raises(ValueError, match="epochs"):
         baseline.fit_ngram_baseline(splits, str.split, epochs=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        baseline.fit_ngram_baseline(splits, str.split, batch_size=0)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        baseline.fit_ngram_baseline(splits, str.split, batch_size=16.0)
+
+
+def test_ngram_vocab_checks_min_freq():
+    assert set(baseline.NgramVocab(["a b", "a"], str.split, orders=(1,), min_freq=np.int64(2)).index) == {"a"}
+    with pytest.raises(ValueError, match="min_freq must be an integer >= 1, got 0"):
+        baseline.NgramVocab(["a b"], str.split, min_freq=0)
+    with pytest.raises(TypeError, match="min_freq must be an integer"):
+        baseline.NgramVocab(["a b"], str.split, min_freq=1.5)

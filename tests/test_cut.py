@@ -5,9 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from nlprune import cut, models, prune, train
+from nlprune import cut, models, prune, schedules, train
+
+import tiny
 
 KINDS = {"rnn": (nn.RNN, 1), "gru": (nn.GRU, 3), "lstm": (nn.LSTM, 4)}
+from nlprune.models import RNNClassifier
 
 
 def silence_dropped(rnn: nn.Module, keeps: list[torch.Tensor]) -> None:
@@ -120,42 +123,10 @@ def test_cut_linear_units_equivalence_and_errors():
         cut.cut_linear_outputs(nn.GRU(3, 3), [0])
 
 
-def tiny_classifier(kind: str = "lstm") -> models.RNNClassifier:
-    torch.manual_seed(0)
-    return models.RNNClassifier(20, kind=kind, embed_dim=6, hidden=10).eval()
-
-
-def test_unit_norms_match_a_loop_over_each_units_weights():
-    model = tiny_classifier("gru")
-    rnn, hidden = model.rnn, 10
-    for p in (1, 2):
-        expected = []
-        for j in range(hidden):
-            rows = [g * hidden + j for g in range(3)]
-            hh = rnn.weight_hh_l0.detach()
-            cols = [r for r in range(3 * hidden) if r not in rows]  # own rows already counted
-            parts = [rnn.weight_ih_l0[rows].flatten(), hh[rows].flatten(), hh[cols, j],
-                     model.out.weight[:, j]]
-            expected.append(torch.linalg.vector_norm(torch.cat([t.detach() for t in parts]), ord=p))
-        torch.testing.assert_close(cut.unit_norms(model, p=p).detach(), torch.stack(expected))
-    with pytest.raises(ValueError, match="p must be"):
-        cut.unit_norms(model, p=0)
-
-
-def test_unit_norm_group_lasso_drives_whole_units_to_zero(toy_loaders):
-    model = models.RNNClassifier(12, kind="lstm", embed_dim=8, hidden=16)
-    before = cut.unit_norms(model).detach()
-    train.fit(model, toy_loaders[0], epochs=25, lr=1e-2, progress=False,
-              penalty=lambda m: 0.02 * cut.unit_norms(m).sum())
-    after = cut.unit_norms(model).detach()
-    assert after.min() < 1e-2 * before.min()       # some units are (nearly) gone
-    assert (after < 1e-2).sum() >= 4
-
-
 def test_structured_path_mask_finetune_cut(toy_loaders):
     """Structured mask -> masked fine-tune -> physical cut gives the same outputs."""
-    model = tiny_classifier("lstm")
-    scores = cut.unit_norms(model).detach()
+    model = tiny.classifier("lstm")
+    scores = prune.unit_norms(model).detach()
     keep = cut.keep_top_units(scores, 0.5)
     assert keep.numel() == 5 and torch.equal(keep, keep.sort().values)
     assert set(keep.tolist()) == set(torch.topk(scores, 5).indices.tolist())
@@ -172,59 +143,91 @@ def test_structured_path_mask_finetune_cut(toy_loaders):
     assert removed == 4 * (10 * (6 + 10 + 2) - 5 * (6 + 5 + 2)) + 2 * 5
 
 
-def test_activation_and_taylor_unit_scores(toy_loaders):
-    model = tiny_classifier("lstm")
-    masks = cut.structured_masks(model, [0, 1, 2, 3, 4])
-    prune.apply_masks(model, masks)
-    act = cut.activation_scores(model, toy_loaders[1])
-    assert act.shape == (10,) and (act[5:] == 0).all() and (act[:5] > 0).all()
-
-    def loss_fn(m, batch):
-        ids, lengths, labels = batch
-        return nn.functional.cross_entropy(m(ids, lengths), labels)
-
-    taylor = cut.unit_taylor_scores(model, toy_loaders[1], loss_fn)
-    assert taylor.shape == (10,) and (taylor[5:] == 0).all()
-    # the score predicts the loss change of removing one unit to first order
-    j = int(taylor.argmax())
-    base = sum(loss_fn(model, b).item() for b in toy_loaders[1]) / len(toy_loaders[1])
-    removed = cut.cut_model_hidden(model, [i for i in range(10) if i != j])
-    with torch.no_grad():
-        after = sum(loss_fn(removed, b).item() for b in toy_loaders[1]) / len(toy_loaders[1])
-    assert abs(after - base) > 0.2 * float(taylor[j])
-
-
-def test_activation_scores_leave_out_padding():
-    torch.manual_seed(0)
-    model = tiny_classifier("lstm")
-    ids, lengths = torch.tensor([[4, 5, 6, 0], [7, 8, 0, 0]]), torch.tensor([3, 2])
-    act = cut.activation_scores(model, [(ids, lengths, torch.tensor([0, 1]))])
-    # the hidden states of each sequence alone, without padding
-    states = torch.cat([model.rnn(model.embedding(ids[i:i + 1, :n]))[0][0] for i, n in enumerate([3, 2])])
-    torch.testing.assert_close(act, states.abs().mean(dim=0))
-    wider = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], dim=1)  # more padding, same mean
-    torch.testing.assert_close(cut.activation_scores(model, [(wider, lengths, torch.tensor([0, 1]))]), act)
-
-
-def test_activation_scores_on_language_model():
-    torch.manual_seed(0)
-    lm = models.LSTMLanguageModel(15, embed_dim=4, hidden=6).eval()
-    batches = [(torch.randint(0, 15, (2, 5)), torch.randint(0, 15, (2, 5)))]
-    act = cut.activation_scores(lm, batches)
-    y, _ = lm.rnn(lm.embedding(batches[0][0]))
-    torch.testing.assert_close(act, y.abs().mean(dim=(0, 1)))
-    small = cut.cut_model_hidden(lm, [0, 2])
-    assert small.out.in_features == 2 and small.out.out_features == 15
-
-
 @pytest.mark.parametrize("bad, error, match", [
     (lambda: cut.keep_top_units(torch.ones(4), 1.0), ValueError, "fraction_cut"),
     (lambda: cut.keep_top_units(torch.ones(2, 2), 0.5), TypeError, "1-D"),
     (lambda: cut.structured_masks(nn.Linear(2, 2), [0]), TypeError, "`rnn`"),
-    (lambda: cut.unit_norms(models.RNNClassifier(5, hidden=4, num_layers=2)), ValueError, "single-layer"),
-    (lambda: cut.activation_scores(tiny_classifier(), []), ValueError, "empty"),
-    (lambda: cut.cut_model_hidden(tiny_classifier(), [3, 3]), ValueError, "duplicate"),
+    (lambda: prune.unit_norms(models.RNNClassifier(5, hidden=4, num_layers=2)), ValueError, "single-layer"),
+    (lambda: prune.activation_scores(tiny.classifier(), []), ValueError, "empty"),
+    (lambda: cut.cut_model_hidden(tiny.classifier(), [3, 3]), ValueError, "duplicate"),
 ])
 def test_unit_helpers_reject_bad_input(bad, error, match):
     with pytest.raises(error, match=match):
         bad()
+
+
+def test_keep_top_units_keeps_at_least_one_unit():
+    keep = cut.keep_top_units(torch.tensor([0.3, 0.9, 0.1, 0.5]), 0.9)
+    assert keep.tolist() == [1]
+
+
+def test_keep_top_units_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        cut.keep_top_units(torch.tensor([0.3, float("nan"), 0.1, 0.5]), 0.5)
+
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.GRU, nn.LSTM])
+def test_cut_rnn_hidden_keeps_bias_false(cls):
+    torch.manual_seed(0)
+    rnn = cls(5, 6, bias=False)
+    new = cut.cut_rnn_hidden(rnn, [0, 2, 5])
+    assert new.bias is False
+    assert all("bias" not in n for n, _ in new.named_parameters())
+    x = torch.randn(4, 2, 5)
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                p[:, [1, 3, 4]] = 0.0  # the dropped units send nothing
+        full, _ = rnn(x)
+        small, _ = new(x)
+    assert torch.allclose(small, full[..., [0, 2, 5]], atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_cut_carries_dropout_batch_first_and_mode(training, batch_first):
+    torch.manual_seed(0)
+    rnn = nn.LSTM(5, 6, num_layers=2, dropout=0.3, batch_first=batch_first).train(training)
+    new = cut.cut_rnn_hidden(rnn, [1, 2, 4])
+    assert (new.dropout, new.batch_first, new.training) == (0.3, batch_first, training)
+    model = RNNClassifier(12, kind="gru", embed_dim=4, hidden=6, dropout=0.2).train(training)
+    small = cut.cut_model_hidden(model, [0, 3])
+    assert small.training == training
+    assert all(m.training == training for m in small.modules())
+    assert small.rnn.batch_first == model.rnn.batch_first
+
+
+def test_numpy_scalars_are_accepted_where_numbers_are():
+    scores = {"w": torch.arange(10.0)}
+    masks = prune.compute_masks(scores, np.float32(0.5))
+    assert torch.equal(masks["w"], prune.compute_masks(scores, 0.5)["w"])
+    rnn = nn.GRU(3, 5)
+    new = cut.cut_rnn_hidden(rnn, [np.int64(0), np.int64(3)])
+    assert new.hidden_size == 2
+    keep = cut.keep_top_units(torch.arange(4.0), np.float64(0.5))
+    assert keep.tolist() == [2, 3]
+    assert schedules.polynomial_sparsity(np.int64(5), initial=0.0, final=np.float32(0.5), begin=0,
+                                     end=10) == pytest.approx(0.5 - 0.5 * 0.5 ** 3)
+
+
+def test_cut_linear_units_names_the_layer_that_is_not_linear():
+    with pytest.raises(TypeError, match="first must be an nn.Linear"):
+        cut.cut_linear_units(nn.Conv1d(3, 4, 1), nn.Linear(4, 2), [0])
+
+
+def test_cut_rnn_hidden_takes_one_numpy_array_per_layer():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 5, num_layers=2)
+    small = cut.cut_rnn_hidden(lstm, [np.array([0, 2, 4]), np.array([1, 2, 3])])
+    assert small.hidden_size == 3
+    assert torch.equal(small.weight_hh_l1, lstm.weight_hh_l1[cut.unit_rows(torch.tensor([1, 2, 3]), 5, 4)][:, [1, 2, 3]])
+
+
+def test_keep_index_is_one_check_for_both_frameworks():
+    assert cut.keep_index(np.array([2, 0]), 3).tolist() == [2, 0]
+    with pytest.raises(TypeError, match="integer"):
+        cut.keep_index(torch.tensor([0.0, 1.0]), 3)
+    with pytest.raises(TypeError, match="integer"):
+        cut.keep_index(np.array([True, False]), 3)
+    with pytest.raises(ValueError, match="duplicate"):
+        cut.keep_index([1, 1], 3)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +57,25 @@ def test_split_bad_fractions(kwargs):
         data.split_examples(list(range(10)), **kwargs)
 
 
+@pytest.mark.parametrize("n, kwargs, match", [
+    (4, {}, r"valid=0.1 of 4 items leaves the validation split empty"),
+    (4, {"valid": 0.25}, r"test=0.1 of 4 items leaves the test split empty"),
+    (4, {"valid": 0.5, "test": 0.45}, r"valid \+ test leaves the training split empty"),
+    (0, {}, r"valid=0.1 of 0 items"),
+])
+def test_split_refuses_an_empty_split(n, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.split_examples(list(range(n)), **kwargs)
+
+
+def test_smallest_splits_that_are_not_empty():
+    s = data.split_examples(list(range(5)), valid=0.2, test=0.2)
+    assert (len(s.train), len(s.valid), len(s.test)) == (3, 1, 1)
+    assert sorted(s.train + s.valid + s.test) == list(range(5))
+    with pytest.raises(TypeError, match="valid must be a real number"):
+        data.split_examples(list(range(10)), valid="0.1")
+
+
 def test_tokenizers():
     assert data.tokenize_en("It's not bad -- GREAT!") == ["it's", "not", "bad", "-", "-", "great", "!"]
     assert data.tokenize_zh("很好 看！") == ["很", "好", "看", "！"]
@@ -70,6 +90,20 @@ def test_vocab():
     assert v.decode([3, 2]) == ["b", "c"]
     with pytest.raises(ValueError, match="min_freq"):
         data.Vocab([], min_freq=0)
+
+
+def test_vocab_takes_numpy_integers_and_names_its_arguments():
+    tokens = "a b b c c c".split()
+    assert data.Vocab(tokens, min_freq=np.int64(2)).itos == data.Vocab(tokens, min_freq=2).itos
+    assert data.Vocab(tokens, max_size=np.int64(3)).itos == ["<pad>", "<unk>", "c"]
+    with pytest.raises(TypeError, match="min_freq must be an integer, got float"):
+        data.Vocab(tokens, min_freq=2.0)
+    with pytest.raises(ValueError, match="min_freq must be an integer >= 1, got 0"):
+        data.Vocab(tokens, min_freq=0)
+    with pytest.raises(ValueError, match="max_size must be None or an integer >= 2, got 1"):
+        data.Vocab(tokens, max_size=1)
+    with pytest.raises(TypeError, match="max_size must be an integer"):
+        data.Vocab(tokens, max_size="3")
 
 
 def test_collate_padded():
@@ -119,3 +153,23 @@ def test_padded_arrays():
     assert y.tolist() == [1, 0] and str(x.dtype) == "int32"
     with pytest.raises(ValueError, match="length"):
         data.padded_arrays(ds, 0)
+
+
+def test_integer_settings_name_the_argument():
+    vocab = data.Vocab("a b".split())
+    examples = [data.Example("a b", 1)]
+    assert data.TextDataset(examples, vocab, data.tokenize_en, max_len=np.int64(1)).ids == [[vocab.stoi["a"]]]
+    with pytest.raises(ValueError, match="max_len must be an integer >= 1, got 0"):
+        data.TextDataset(examples, vocab, data.tokenize_en, max_len=0)
+    with pytest.raises(TypeError, match="max_len must be an integer"):
+        data.TextDataset(examples, vocab, data.tokenize_en, max_len=2.5)
+    ds = data.TextDataset(examples, vocab, data.tokenize_en)
+    with pytest.raises(TypeError, match="length must be an integer"):
+        data.padded_arrays(ds, 2.5)
+    stream = torch.arange(20)
+    with pytest.raises(ValueError, match="bptt must be an integer >= 1, got 0"):
+        data.lm_batches(stream, batch_size=2, bptt=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        data.lm_batches(stream, batch_size=0, bptt=2)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        data.lm_batches(stream, batch_size=2.0, bptt=2)

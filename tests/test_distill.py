@@ -44,7 +44,7 @@ def small_task():
     return DataLoader(items, batch_size=16, collate_fn=data.collate_padded)
 
 
-def test_fit_with_a_loss_fn():
+def test_fit_with_a_criterion():
     """alpha=0 reproduces plain training exactly; alpha=1 pulls the student towards the teacher."""
     loader = small_task()
     torch.manual_seed(1)
@@ -54,10 +54,10 @@ def test_fit_with_a_loss_fn():
     start = RNNClassifier(20, kind="gru", embed_dim=8, hidden=8)
     plain, zero, full = copy.deepcopy(start), copy.deepcopy(start), copy.deepcopy(start)
     train.fit(plain, loader, epochs=2, progress=False)
-    train.fit(zero, loader, epochs=2, progress=False, loss_fn=DistillationLoss(teacher, alpha=0.0))
+    train.fit(zero, loader, epochs=2, progress=False, criterion=DistillationLoss(teacher, alpha=0.0))
     for p, q in zip(plain.parameters(), zero.parameters()):
         assert torch.equal(p, q)
-    train.fit(full, loader, epochs=2, progress=False, loss_fn=DistillationLoss(teacher, alpha=1.0))
+    train.fit(full, loader, epochs=2, progress=False, criterion=DistillationLoss(teacher, alpha=1.0))
 
     def gap(model):
         with torch.no_grad():

@@ -6,7 +6,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tf_keras as keras  # noqa: E402
+
+keras = pytest.importorskip("tf_keras")
 
 from nlprune import keras_cut  # noqa: E402
 

@@ -83,6 +83,35 @@ def test_token_windows():
         llm.token_windows(ids, 4.0)
 
 
+def test_token_windows_check_start():
+    ids = torch.arange(10)
+    assert llm.token_windows(ids, 4, start=np.int64(2)).tolist() == [[2, 3, 4, 5], [6, 7, 8, 9]]
+    with pytest.raises(ValueError, match="start must be an integer >= 0, got -1"):
+        llm.token_windows(ids, 4, start=-1)
+    with pytest.raises(TypeError, match="start must be an integer"):
+        llm.token_windows(ids, 4, start=1.0)
+    with pytest.raises(ValueError, match="start=7 leaves 3 tokens, fewer than one window of length=4"):
+        llm.token_windows(ids, 4, start=7)
+
+
+def test_perplexity_checks_its_arguments():
+    class Uniform(torch.nn.Module):
+        def forward(self, ids):
+            return torch.zeros(*ids.shape, 5)
+
+    windows = torch.zeros(2, 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        llm.perplexity(Uniform(), windows, batch_size=0)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        llm.perplexity(Uniform(), windows, batch_size=1.5)
+    with pytest.raises(ValueError, match="windows must be a 2-D tensor"):
+        llm.perplexity(Uniform(), windows[0])
+    with pytest.raises(ValueError, match="windows must be a 2-D tensor"):
+        llm.perplexity(Uniform(), windows[:, :1])  # one token per window: nothing to predict
+    with pytest.raises(ValueError, match="windows must be a 2-D tensor"):
+        llm.perplexity(Uniform(), windows[:0])
+
+
 def random_layer(seed=0, out=24, inputs=32, tokens=200):
     g = torch.Generator().manual_seed(seed)
     mixing = torch.randn(inputs, inputs, generator=g) / inputs**0.5
@@ -167,6 +196,19 @@ def test_sparsegpt_rejects_bad_arguments():
         oneshot.sparsegpt(w, h, n_m=[2, 4])
     with pytest.raises(ValueError, match="block"):
         oneshot.sparsegpt(w, h, n_m=(2, 4), block=6)
+
+
+def test_sparsegpt_refuses_an_input_width_that_is_not_a_multiple_of_m():
+    """As nm_masks does: a last partial group of 2 columns cannot hold a 2:4 pattern (it used to
+    lose both columns silently)."""
+    w, _, h = random_layer(out=3, inputs=6)
+    with pytest.raises(ValueError, match=r"weight has 6 input columns, not a multiple of m=4 of n_m=\(2, 4\)"):
+        oneshot.sparsegpt(w, h, n_m=(2, 4), block=4)
+    with pytest.raises(ValueError, match="multiple of m=4"):
+        prune.nm_masks({"w": w}, 2, 4)  # the same rule
+    new, keep = oneshot.sparsegpt(w, h, n_m=(1, 3), block=3)  # 6 columns: two groups of 3
+    assert (keep.view(3, 2, 3).sum(-1) == 1).all() and (new[~keep] == 0).all()
+    assert oneshot.sparsegpt(w, h, sparsity=0.5, block=4)[1].sum() == 9  # unstructured: any width
 
 
 @pytest.mark.parametrize("method", oneshot.METHODS)

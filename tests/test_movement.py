@@ -46,7 +46,7 @@ def test_movement_is_minus_the_sum_of_gradient_times_weight():
         x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
         pruner(step)
         weight = model[0].parametrizations.weight.original.detach().clone()
-        mask = pruner.masks()["0.weight"].float()
+        mask = pruner.current_masks()["0.weight"].float()
         # by hand: the gradient with respect to the masked weight W' = W ⊙ M
         with torch.no_grad():
             reference.load_state_dict({"0.weight": weight * mask, "0.bias": model[0].bias,
@@ -57,10 +57,10 @@ def test_movement_is_minus_the_sum_of_gradient_times_weight():
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
-    pruner.masks()  # takes the last step of the scores
+    pruner.current_masks()  # takes the last step of the scores
     assert torch.allclose(pruner.movement["0.weight"], expected, atol=1e-6)
     assert pruner.sparsity == 0.5
-    assert int(pruner.masks()["0.weight"].sum()) == 30
+    assert int(pruner.current_masks()["0.weight"].sum()) == 30
 
 
 def test_adam_scores_after_one_step_are_the_sign_of_the_movement():
@@ -83,7 +83,7 @@ def test_pruned_weights_get_no_gradient_and_remove_bakes_the_mask():
     before = model[0].parametrizations.weight.original.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
-    mask = pruner.masks()["0.weight"]  # the mask of this forward pass (the scores move after it)
+    mask = pruner.current_masks()["0.weight"]  # the mask of this forward pass (the scores move after it)
     nn.functional.cross_entropy(model(x), y).backward()
     optimizer.step()
     after = model[0].parametrizations.weight.original.detach()
@@ -100,7 +100,7 @@ def test_magnitude_method_matches_compute_masks():
     weights = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("weight")}
     pruner = MovementPruner(model, list(weights), final=0.75, begin=0, end=1, method="magnitude")
     pruner(1)
-    ours = pruner.masks()
+    ours = pruner.current_masks()
     reference = prune.compute_masks({n: w.abs() for n, w in weights.items()}, 0.75)
     for name in weights:
         assert torch.equal(ours[name], reference[name])
@@ -119,3 +119,11 @@ def test_movement_pruner_bad_input():
     MovementPruner(model, ["0.weight"], final=0.5, begin=0, end=1)
     with pytest.raises(ValueError, match="already parametrized"):
         MovementPruner(model, ["0.weight"], final=0.5, begin=0, end=1)
+
+
+@pytest.mark.parametrize("n, sparsity", [(5, 0.5), (5, 0.3), (9, 0.5)])
+def test_topk_mask_prunes_what_compute_masks_prunes_for_odd_sizes(n, sparsity):
+    """round((1 - s) n) kept (0.2) is not round(s n) pruned for odd n (review finding D4)."""
+    scores = torch.randperm(n, generator=torch.Generator().manual_seed(n)).float()
+    ours = topk_mask(scores, sparsity).bool()
+    assert torch.equal(ours, prune.compute_masks({"w": scores}, sparsity)["w"])

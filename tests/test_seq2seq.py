@@ -129,7 +129,7 @@ def test_fit_keeps_masks_and_exact_match_counts():
     prune.check_masks(model, masks)
     scores = seq2seq.exact_match(model, data)
     assert 0 <= scores["exact match"] <= scores["character accuracy"] <= 1
-    with pytest.raises(ValueError, match="steps and batch_size"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         seq2seq.fit_seq2seq(model, data, steps=0)
 
 
@@ -152,3 +152,60 @@ def test_cutting_silenced_attentional_units_keeps_the_outputs():
         seq2seq.cut_attentional_units(model, [0, 0, 1])
     with pytest.raises(ValueError, match=r"indices in \[0, 11\]"):
         seq2seq.cut_attentional_units(model, [12])
+
+
+class FixedAnswers(torch.nn.Module):
+    """A stand-in translator: source row ``i`` (its first id is ``i``) is answered with
+    ``answers[i]``, cut to the number of steps asked for."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # where the model lives
+        self.answers = torch.tensor(answers)
+        self.steps = []
+
+    def greedy(self, source, lengths, max_len):
+        self.steps.append(max_len)
+        return self.answers[source[:, 0]][:, :max_len]
+
+
+def test_exact_match_counts_by_hand():
+    target = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0], [1, 5, 5, 5, 2]])  # <s> chars </s> pad
+    answers = [[5, 6, 2, 9, 9, 9, 9, 9, 9, 9, 9],   # right, then anything after the end mark: exact
+               [7, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0],   # 1 of 2 (the end mark is missing)
+               [5, 5, 4, 2, 0, 0, 0, 0, 0, 0, 0]]   # 3 of 4
+    source = torch.arange(3)[:, None]
+    scores = seq2seq.exact_match(FixedAnswers(answers), (source, torch.ones(3, dtype=torch.long), target))
+    assert scores == {"exact match": pytest.approx(1 / 3), "character accuracy": pytest.approx(7 / 9)}
+
+
+def test_exact_match_decodes_references_longer_than_a_date():
+    """The reference decides how many steps to decode, not the date task's 11."""
+    width = 13
+    target = torch.tensor([[1] + [4] * (width - 1) + [2], [1] + [5] * (width - 1) + [2]])
+    model = FixedAnswers([[4] * (width - 1) + [2], [5] * (width - 2) + [6, 2]])
+    scores = seq2seq.exact_match(model, (torch.arange(2)[:, None], torch.ones(2, dtype=torch.long), target))
+    assert scores == {"exact match": 0.5, "character accuracy": pytest.approx((2 * width - 1) / (2 * width))}
+    assert model.steps == [width]
+
+
+def test_translate_width_and_batches():
+    model = small_model().eval()
+    source = torch.randint(4, 20, (5, 6))
+    lengths = torch.tensor([6, 3, 5, 6, 2])
+    source[1, 3:], source[2, 5:], source[4, 2:] = 0, 0, 0
+    whole = seq2seq.translate(model, source, lengths)
+    assert whole.shape == (5, 11)  # the date task's width by default
+    assert torch.equal(seq2seq.translate(model, source, lengths, batch_size=2), whole)
+    assert torch.equal(seq2seq.translate(model, source, lengths, width=4), whole[:, :4])
+    with pytest.raises(ValueError, match="width must be an integer >= 1, got 0"):
+        seq2seq.translate(model, source, lengths, width=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        seq2seq.translate(model, source, lengths, batch_size=0)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        seq2seq.translate(model, source, lengths, batch_size=2.0)
+
+
+def test_class_masks_names_classes_for_unknown_members():
+    with pytest.raises(ValueError, match=r"classes contains parameters the model does not have: \['nope'\]"):
+        seq2seq.class_masks(small_model(), 0.5, "class-blind", {"x": ("out.weight", "nope")})

@@ -1,11 +1,10 @@
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nlprune import data, measure, models, prune, train
+from nlprune import data, measure, models, prune, schedules, train
 from nlprune.models import RNNClassifier
 
 
@@ -45,17 +44,18 @@ def test_fit_is_deterministic_given_seed(toy_loaders):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
-def test_fit_penalty_is_added(toy_loaders):
+def test_fit_penalty_is_added_to_the_loss_it_minimises(toy_loaders):
+    """A strong L1 penalty must shrink the weights that plain training leaves large: a penalty
+    that was computed and then dropped would leave both runs equal."""
     train_dl, _ = toy_loaders
-    model = RNNClassifier(10, kind="rnn", embed_dim=8, hidden=8)
-    calls = []
-
-    def penalty(m):
-        calls.append(1)
-        return 0.0 * m.out.weight.sum()
-
-    train.fit(model, train_dl, epochs=1, penalty=penalty, progress=False)
-    assert len(calls) == len(train_dl)
+    norms = {}
+    for strength in (0.0, 0.05):
+        torch.manual_seed(0)
+        model = RNNClassifier(10, kind="rnn", embed_dim=8, hidden=8)
+        penalty = (lambda m, s=strength: prune.l1_penalty(m, s)) if strength else None
+        train.fit(model, train_dl, epochs=3, lr=1e-2, penalty=penalty, progress=False)
+        norms[strength] = sum(float(w.abs().sum()) for w in prune.magnitude_scores(model).values())
+    assert norms[0.05] < 0.8 * norms[0.0]  # measured: 0.66
 
 
 def test_fit_rejects_zero_epochs(toy_loaders):
@@ -81,40 +81,19 @@ def test_nlprune_threads_replaces_the_thread_count(monkeypatch):
     assert torch.get_num_threads() == 2
 
 
-def test_cached_model_writes_through_a_file_of_its_own(tmp_cache):
-    # a file another process is still writing is neither read nor overwritten
-    stranger = Path(tmp_cache) / "toy.pt.99999.tmp"
-    stranger.write_bytes(b"half")
-    train.cached_model("toy", lambda: torch.nn.Linear(3, 2), lambda m: None)
-    assert stranger.read_bytes() == b"half"
-    assert sorted(p.name for p in Path(tmp_cache).iterdir()) == ["toy.json", "toy.pt", "toy.pt.99999.tmp"]
+def test_default_device_follows_cuda_availability(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.default_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.default_device() == torch.device("cuda")
 
 
-def test_cached_model_trains_once_then_loads(tmp_cache):
-    calls = []
-
-    def build():
-        torch.manual_seed(0)
-        return torch.nn.Linear(3, 2)
-
-    def train_fn(model):
-        calls.append(1)
-        with torch.no_grad():
-            model.weight.fill_(0.5)
-        return {"note": "trained"}
-
-    m1, info1 = train.cached_model("toy", build, train_fn)
-    m2, info2 = train.cached_model("toy", build, train_fn)
-    assert calls == [1]
-    assert torch.equal(m2.weight, torch.full((2, 3), 0.5))
-    assert info1["result"] == info2["result"] == {"note": "trained"}
-    with pytest.raises(ValueError, match="key"):
-        train.cached_model("a/b", build, train_fn)
-
-
-def test_default_device_is_cpu_without_cuda():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert train.default_device().type == expected
+def test_fit_trains_where_the_model_is_and_never_moves_it_unasked(toy_loaders, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU "present": fit must not move to it
+    train_dl, valid_dl = toy_loaders
+    model = RNNClassifier(10, kind="gru", embed_dim=4, hidden=4)
+    train.fit(model, train_dl, valid_dl, epochs=1, progress=False)
+    assert train.model_device(model) == torch.device("cpu")
 
 
 def test_reproducible_seeds_generators():
@@ -128,25 +107,6 @@ def test_reproducible_seeds_generators():
     assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.get_num_threads()) == first
     assert first[3] == 1
     train.reproducible(0, threads=2)
-
-
-def test_base_classifier_trains_once_then_loads_from_cache(tmp_cache, monkeypatch):
-    monkeypatch.setitem(train.BASE_RECIPE, "epochs", 1)
-    monkeypatch.setitem(train.BASE_RECIPE, "hidden", 8)
-    monkeypatch.setitem(train.BASE_RECIPE, "embed_dim", 4)
-    examples = [data.Example(t, int("good" in t)) for t in
-                ["good film", "bad film", "very good", "very bad", "good good", "bad plot"] * 4]
-    splits = data.Splits(train=examples[:16], valid=examples[16:20], test=examples[20:])
-    vocab = data.Vocab(tok for e in splits.train for tok in data.tokenize_en(e.text))
-    loader = lambda part: DataLoader(data.TextDataset(part, vocab, data.tokenize_en), batch_size=4,
-                                     collate_fn=data.collate_padded)
-    task = data.TextTask(splits, vocab, loader(splits.train), loader(splits.valid), loader(splits.test))
-    model1, info1 = train.base_classifier(task, kind="gru")
-    model2, info2 = train.base_classifier(task, kind="gru")
-    assert not model1.training and not model2.training
-    assert info1 == info2 and len(info1["result"]) == 1
-    assert all(torch.equal(a, b) for a, b in zip(model1.state_dict().values(), model2.state_dict().values()))
-    assert len(list(Path(tmp_cache).glob("clf-gru-*.pt"))) == 1
 
 
 def test_language_model_training_lowers_perplexity_and_keeps_masks(tmp_cache):
@@ -176,19 +136,6 @@ def test_language_model_training_lowers_perplexity_and_keeps_masks(tmp_cache):
         train.fit_language_model(lm, batches, epochs=0)
 
 
-def test_store_and_load_results_need_the_same_recipe_and_version(tmp_cache, monkeypatch):
-    rows = [{"schedule": "gradual", "seed": 0, "test accuracy": 0.76}]
-    recipe = {"base": "clf-lstm-abc", "sparsity": 0.9, "seeds": [0]}
-    assert train.load_results("schedules", recipe) is None  # nothing stored yet
-    path = train.store_results("schedules", recipe, rows)
-    assert str(path.parent) == tmp_cache and path.name.startswith("results-schedules-")
-    assert train.load_results("schedules", recipe) == rows
-    assert train.load_results("schedules", {**recipe, "sparsity": 0.8}) is None
-    assert train.load_results("other", recipe) is None
-    monkeypatch.setattr(train, "__version__", "0.0.0-other")
-    assert train.load_results("schedules", recipe) is None  # another package version
-
-
 def test_language_model_training_runs_a_gradual_pruner():
     text = "\n".join(["the cat sat on the mat", "the dog sat on the log"] * 20)
     stream, vocab = data.lm_stream(text, min_freq=1)
@@ -196,11 +143,105 @@ def test_language_model_training_runs_a_gradual_pruner():
     torch.manual_seed(0)
     lm = models.LSTMLanguageModel(len(vocab), embed_dim=8, hidden=16)
     steps = []
-    pruner = prune.GradualPruner(lm, final=0.8, begin=0, end=len(batches), frequency=2)
-    train.fit_language_model(lm, batches, epochs=2, masks=pruner.masks,
-                             on_step=lambda s: (steps.append(s), pruner(s)), progress=False)
+    pruner = schedules.GradualPruner(lm, final=0.8, begin=0, end=len(batches), frequency=2)
+    train.fit_language_model(lm, batches, epochs=2, pruner=pruner, on_step=steps.append, progress=False)
     assert steps == list(range(2 * len(batches)))  # global steps across epochs
     assert pruner.history[-1] == (len(batches), 0.8)
     prune.check_masks(lm, pruner.masks)
     table = measure.sparsity_table(lm, pruner.names)
     assert abs(table["sparsity"].iloc[-1] - 0.8) < 1e-3
+
+
+def test_fit_restores_best_epoch_only_among_final_masks(toy_loaders):
+    loader, _ = toy_loaders
+    model = RNNClassifier(10, kind="lstm", embed_dim=8, hidden=8)
+    pruner = schedules.GradualPruner(model, final=0.95, begin=0, end=len(loader) * 2, frequency=1)
+    history = train.fit(model, loader, loader, epochs=4, lr=1e-2, pruner=pruner,
+                        progress=False)
+    assert len(history) == 4
+    params = dict(model.named_parameters())
+    for name, mask in pruner.masks.items():
+        assert int((params[name] == 0).sum()) >= round(0.95 * mask.numel()), name
+
+
+def test_fit_with_a_seed_trains_alike_and_leaves_the_callers_generator_alone(toy_loaders):
+    train_dl, _ = toy_loaders
+    states, after = [], []
+    for disturb in (1, 50):
+        torch.manual_seed(0)
+        model = RNNClassifier(10, kind="gru", embed_dim=4, hidden=4, dropout=0.3)
+        torch.rand(disturb)  # whatever ran before, fit(seed=...) trains the same model
+        expected = torch.random.get_rng_state()
+        train.fit(model, train_dl, epochs=1, progress=False, seed=7)
+        assert torch.equal(torch.random.get_rng_state(), expected)  # the caller's state is back
+        states.append(model.state_dict())
+        after.append(torch.rand(3))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not torch.equal(after[0], after[1])  # the caller's sequences went on where each was
+
+
+def test_fit_without_seed_draws_from_the_callers_generator(toy_loaders):
+    train_dl, _ = toy_loaders
+    results = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(0)
+        model = RNNClassifier(10, kind="gru", embed_dim=4, hidden=4, dropout=0.3)
+        torch.manual_seed(seed)
+        before = torch.random.get_rng_state()
+        train.fit(model, train_dl, epochs=1, progress=False, seed=None)
+        assert not torch.equal(torch.random.get_rng_state(), before)  # shuffling and dropout drew from it
+        results.append(model.out.weight.detach().clone())
+    assert torch.equal(results[0], results[1])  # the caller's seed decides the run
+    assert not torch.equal(results[0], results[2])
+
+
+def test_seeded_restores_the_state_also_when_the_block_raises():
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    with pytest.raises(RuntimeError):
+        with train.seeded(0):
+            torch.rand(5)
+            raise RuntimeError("stop")
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_best_epoch_needs_the_same_masks_not_just_the_same_counts(toy_loaders):
+    """Two mask sets with equal pruned counts are different models: an epoch trained under the
+    first must not be restored when training ended under the second (review finding D5)."""
+    loader, _ = toy_loaders
+    torch.manual_seed(0)
+    model = RNNClassifier(10, kind="gru", embed_dim=8, hidden=8)
+    first = prune.compute_masks(prune.random_scores(model, seed=0), 0.5)
+    second = prune.compute_masks(prune.random_scores(model, seed=1), 0.5)
+
+    class Swap:
+        """A pruner that uses `first` for the first two epochs, then `second` (same counts)."""
+
+        def __init__(self):
+            self.masks = dict(first)
+
+        def __call__(self, step):
+            if step == 2 * len(loader):
+                self.masks.update(second)
+                prune.apply_masks(model, self.masks)
+
+    pruner = Swap()
+    history = train.fit(model, loader, loader, epochs=3, lr=1e-2, pruner=pruner, progress=False)
+    assert len(history) == 3
+    prune.check_masks(model, second)  # whatever epoch was restored, it was trained under `second`
+
+
+def test_fit_with_on_step_keeps_the_last_epoch(toy_loaders):
+    """A callback's state is invisible to fit (a MovementPruner's scores): no earlier epoch may be
+    restored under it."""
+    loader, _ = toy_loaders
+    torch.manual_seed(0)
+    model = RNNClassifier(10, kind="gru", embed_dim=8, hidden=8)
+    history = train.fit(model, loader, loader, epochs=3, lr=5e-2, on_step=lambda step: None, progress=False)
+    assert train.evaluate(model, loader)["accuracy"] == pytest.approx(history[-1]["valid_accuracy"])
+
+
+def test_evaluate_refuses_an_empty_loader():
+    model = RNNClassifier(10, kind="gru", embed_dim=4, hidden=4)
+    with pytest.raises(ValueError, match="no example"):
+        train.evaluate(model, DataLoader([], batch_size=4, collate_fn=data.collate_padded))

@@ -1,3 +1,5 @@
+import copy
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -57,7 +59,7 @@ def test_chinese_is_mostly_unknown():
 
 
 def gated_outputs(model, ids, mask, head_zero=None, ffn_zero=None):
-    model = tr.copy.deepcopy(model)
+    model = copy.deepcopy(model)
     with torch.no_grad():
         for i, heads in (head_zero or {}).items():
             model.layers[i].head_gate[heads] = 0
@@ -152,3 +154,13 @@ def test_head_importance_is_the_gradient_of_the_loss(minilm, batch):
     torch.testing.assert_close(normalized.norm(dim=1), torch.ones(2, dtype=torch.double))
     assert tr.ffn_importance(small, [(ids, mask)], loss_fn).shape == (2, 8)
     assert tr.head_weight_norms(small).shape == (2, 4)
+
+
+def test_cut_layer_indices_must_be_integers():
+    torch.manual_seed(0)
+    small = tr.MiniLM(vocab=50, hidden=16, layers=2, heads=4, ffn=8)
+    assert tr.cut_heads(small, {np.int64(1): [0, 2]}).layers[1].heads == 2
+    with pytest.raises(TypeError, match="keep's layer index must be an integer, got float 0.0"):
+        tr.cut_heads(small, {0.0: [1]})
+    with pytest.raises(ValueError, match="keep has layer -1, the model has layers 0..1"):
+        tr.cut_ffn_units(small, {-1: [1]})

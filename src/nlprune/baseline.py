@@ -42,14 +42,18 @@ def ngrams(tokens: Sequence[str], orders: Iterable[int] = (1, 2)) -> list[str]:
 
 class NgramVocab:
     """Index of the n-grams seen at least ``min_freq`` times in the training texts (index 0 is
-    reserved for "no known n-gram", so that every text has at least one entry)."""
+    reserved for "no known n-gram", so that every text has at least one entry).
+
+    Raises:
+        TypeError, ValueError: ``min_freq`` is not an integer >= 1, or ``orders`` (see :func:`ngrams`).
+    """
 
     def __init__(self, texts: Iterable[str], tokenize: Callable[[str], list[str]], *,
                  orders: Iterable[int] = (1, 2), min_freq: int = 2) -> None:
+        min_freq = _checks.at_least(min_freq, "min_freq", 1)
         self.tokenize, self.orders = tokenize, tuple(orders)
         counts = Counter(g for t in texts for g in ngrams(tokenize(t), self.orders))
-        kept = sorted((g for g, c in counts.items() if c >= _checks.integer(min_freq, "min_freq")),
-                      key=lambda g: (-counts[g], g))
+        kept = sorted((g for g, c in counts.items() if c >= min_freq), key=lambda g: (-counts[g], g))
         self.index = {g: i + 1 for i, g in enumerate(kept)}
 
     def __len__(self) -> int:
@@ -123,14 +127,15 @@ def fit_ngram_baseline(splits, tokenize: Callable[[str], list[str]], *, orders: 
         n-gram features ``features`` and of parameters ``parameters``, and the ``model``.
 
     Raises:
-        ValueError: empty ``l2_strengths``, a negative strength, or ``epochs < 1``.
+        ValueError: empty ``l2_strengths``, a negative strength, ``epochs < 1`` or ``batch_size < 1``.
+        TypeError: ``epochs`` or ``batch_size`` is not an integer, or a strength not a number.
     """
     if len(l2_strengths) == 0:
         raise ValueError("l2_strengths is empty: give at least one strength (0.0 for none)")
     if any(_checks.real(s, "l2_strengths") < 0 for s in l2_strengths):
         raise ValueError(f"l2_strengths must be >= 0, got {list(l2_strengths)}")
-    if _checks.integer(epochs, "epochs") < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+    epochs = _checks.at_least(epochs, "epochs", 1)
+    batch_size = _checks.at_least(batch_size, "batch_size", 1)
     vocab = NgramVocab((e.text for e in splits.train), tokenize, orders=orders, min_freq=min_freq)
     train, valid, test = (_packed(vocab, part) for part in (splits.train, splits.valid, splits.test))
     best = None

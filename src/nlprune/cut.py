@@ -12,87 +12,53 @@ smaller modules. Two facts about PyTorch's recurrent layers decide how:
 
 Unit-level helpers work on models with an ``rnn`` (single-layer, unidirectional) and an ``out``
 ``nn.Linear`` that reads the RNN's hidden state, such as
-:class:`nlprune.models.RNNClassifier` and :class:`nlprune.models.LSTMLanguageModel`.
+:class:`nlprune.models.RNNClassifier` and :class:`nlprune.models.LSTMLanguageModel`. The scores
+that decide which units to cut (``unit_norms``, ``activation_scores``, ``unit_taylor_scores``)
+live with the weight scores in :mod:`nlprune.scores`.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import _checks, prune
-from .models import valid_steps
+from . import _checks
+from .masks import pruned_count
+from .models import gate_count, unit_layers
 
 __all__ = [
-    "gate_count",
+    "keep_index",
     "unit_rows",
     "cut_rnn_hidden",
     "cut_linear_outputs",
     "cut_linear_inputs",
     "cut_linear_units",
-    "unit_norms",
-    "activation_scores",
-    "unit_taylor_scores",
     "keep_top_units",
     "structured_masks",
     "cut_model_hidden",
 ]
 
-_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
-
-
-def gate_count(rnn: nn.Module) -> int:
-    """Number of gate blocks stacked in the weights: 1 (``nn.RNN``), 3 (``nn.GRU``), 4 (``nn.LSTM``).
-
-    Raises:
-        TypeError: ``rnn`` is not an ``nn.RNN``, ``nn.GRU`` or ``nn.LSTM``.
-        ValueError: a bidirectional layer or an LSTM with projections (``proj_size > 0``),
-            which this module does not cut.
-
-    Example:
-        >>> gate_count(nn.LSTM(3, 5)), gate_count(nn.GRU(3, 5)), gate_count(nn.RNN(3, 5))
-        (4, 3, 1)
-    """
-    if type(rnn) not in _GATES:
-        raise TypeError(f"rnn must be an nn.RNN, nn.GRU or nn.LSTM, got {type(rnn).__name__}")
-    if rnn.bidirectional:
-        raise ValueError("bidirectional RNNs are not supported: cut each direction's weights yourself")
-    if getattr(rnn, "proj_size", 0) > 0:
-        raise ValueError(f"LSTMs with projections are not supported (proj_size={rnn.proj_size})")
-    return _GATES[type(rnn)]
-
-
-def _check_keep(keep: Sequence[int] | torch.Tensor | np.ndarray, size: int, name: str = "keep") -> torch.Tensor:
-    """``keep`` as a 1-D long tensor; ``ValueError`` if empty, duplicated or out of ``range(size)``.
+def keep_index(keep: Sequence[int] | torch.Tensor | np.ndarray, size: int, name: str = "keep",
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """``keep`` as a 1-D long tensor of distinct unit indices in ``range(size)``, on ``device``.
 
     Accepts a sequence of integers (Python or NumPy integers), an integer tensor or an integer
-    NumPy array (shared with :mod:`nlprune.keras_cut`)."""
-    if isinstance(keep, np.ndarray):
-        keep = torch.from_numpy(keep)
-    if isinstance(keep, torch.Tensor):
-        if keep.dtype == torch.bool or keep.is_floating_point() or keep.dim() != 1:
-            raise TypeError(f"{name} must be a 1-D sequence of integer indices, got a {keep.dtype} tensor "
-                            f"of shape {tuple(keep.shape)}")
-        index = keep.long().cpu()
-    else:
-        items = list(keep)
-        try:
-            items = [_checks.integer(i, name) for i in items]
-        except TypeError:
-            raise TypeError(f"{name} must be a sequence of integer indices, got {items[:5]!r}…") from None
-        index = torch.tensor(items, dtype=torch.long)
-    if index.numel() == 0:
-        raise ValueError(f"{name} is empty: keep at least one unit")
-    if index.min() < 0 or index.max() >= size:
-        raise ValueError(f"{name} must hold indices in [0, {size - 1}], got min {int(index.min())} "
-                         f"and max {int(index.max())}")
-    if index.unique().numel() != index.numel():
-        raise ValueError(f"{name} holds duplicate indices")
-    return index
+    NumPy array (the check, :func:`nlprune._checks.indices`, is shared with
+    :mod:`nlprune.keras_cut`).
+
+    Raises:
+        TypeError: ``keep`` does not hold integers (a boolean or float array, say).
+        ValueError: ``keep`` is empty, holds duplicates or indices out of range.
+
+    Example:
+        >>> keep_index([3, 1], 4)
+        tensor([3, 1])
+    """
+    return torch.tensor(_checks.indices(keep, size, name), dtype=torch.long, device=device)
 
 
 def unit_rows(keep: torch.Tensor, hidden: int, gates: int) -> torch.Tensor:
@@ -107,13 +73,13 @@ def unit_rows(keep: torch.Tensor, hidden: int, gates: int) -> torch.Tensor:
 
 def _per_layer_keep(rnn: nn.Module, keep) -> list[torch.Tensor]:
     """One index tensor per layer: ``keep`` itself for every layer, or a list with one per layer."""
-    nested = (not isinstance(keep, torch.Tensor) and len(keep) > 0
-              and isinstance(keep[0], (Sequence, torch.Tensor)))
+    nested = (not isinstance(keep, (torch.Tensor, np.ndarray)) and len(keep) > 0
+              and isinstance(keep[0], (Sequence, torch.Tensor, np.ndarray)))
     if not nested:
-        return [_check_keep(keep, rnn.hidden_size)] * rnn.num_layers
+        return [keep_index(keep, rnn.hidden_size)] * rnn.num_layers
     if len(keep) != rnn.num_layers:
         raise ValueError(f"keep has {len(keep)} lists of indices but the RNN has {rnn.num_layers} layers")
-    keeps = [_check_keep(k, rnn.hidden_size, f"keep[{i}]") for i, k in enumerate(keep)]
+    keeps = [keep_index(k, rnn.hidden_size, f"keep[{i}]") for i, k in enumerate(keep)]
     if len({k.numel() for k in keeps}) != 1:
         raise ValueError("every layer must keep the same number of units (nn.RNN/GRU/LSTM have one "
                          f"hidden_size), got {[k.numel() for k in keeps]}")
@@ -192,7 +158,7 @@ def cut_linear_outputs(linear: nn.Linear, keep: Sequence[int] | torch.Tensor) ->
         Linear(in_features=4, out_features=3, bias=True)
     """
     _check_linear(linear, "linear")
-    k = _check_keep(keep, linear.out_features).to(linear.weight.device)
+    k = keep_index(keep, linear.out_features).to(linear.weight.device)
     new = nn.Linear(linear.in_features, len(k), bias=linear.bias is not None,
                     device=linear.weight.device, dtype=linear.weight.dtype)
     new.weight.copy_(linear.weight[k])
@@ -212,7 +178,7 @@ def cut_linear_inputs(linear: nn.Linear, keep: Sequence[int] | torch.Tensor) -> 
         Linear(in_features=2, out_features=6, bias=True)
     """
     _check_linear(linear, "linear")
-    k = _check_keep(keep, linear.in_features).to(linear.weight.device)
+    k = keep_index(keep, linear.in_features).to(linear.weight.device)
     new = nn.Linear(len(k), linear.out_features, bias=linear.bias is not None,
                     device=linear.weight.device, dtype=linear.weight.dtype)
     new.weight.copy_(linear.weight[:, k])
@@ -238,158 +204,11 @@ def cut_linear_units(first: nn.Linear, second: nn.Linear, keep: Sequence[int] | 
         >>> cut_linear_units(nn.Linear(4, 6), nn.Linear(6, 2), [0, 5])
         (Linear(in_features=4, out_features=2, bias=True), Linear(in_features=2, out_features=2, bias=True))
     """
+    _check_linear(first, "first")
     _check_linear(second, "second")
     if first.out_features != second.in_features:
         raise ValueError(f"first has {first.out_features} outputs but second reads {second.in_features} inputs")
     return cut_linear_outputs(first, keep), cut_linear_inputs(second, keep)
-
-
-def _rnn_and_out(model: nn.Module) -> tuple[nn.Module, nn.Linear, int]:
-    """The ``rnn``, the ``out`` layer and the gate count of a model whose units we can cut."""
-    rnn, out = getattr(model, "rnn", None), getattr(model, "out", None)
-    if rnn is None or not isinstance(out, nn.Linear):
-        raise TypeError(f"model must have an `rnn` (nn.RNN/GRU/LSTM) and an `out` nn.Linear, "
-                        f"got {type(model).__name__}")
-    return rnn, out, gate_count(rnn)
-
-
-def _unit_model(model: nn.Module) -> tuple[nn.Module, nn.Linear, int]:
-    """The ``rnn`` and ``out`` of a model whose hidden units we can score or mask (one layer)."""
-    rnn, out, gates = _rnn_and_out(model)
-    if rnn.num_layers != 1:
-        raise ValueError(f"unit scores and masks need a single-layer RNN, got num_layers={rnn.num_layers}")
-    if out.in_features != rnn.hidden_size:
-        raise ValueError(f"out reads {out.in_features} features but the RNN has {rnn.hidden_size} units")
-    return rnn, out, gates
-
-
-def _per_unit_sum(hidden: int, gates: int, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Sum, per hidden unit, of elementwise ``values`` laid out like the unit's weights.
-
-    ``values`` maps ``"ih"``, ``"hh"`` and ``"out"`` to tensors shaped like ``weight_ih_l0``,
-    ``weight_hh_l0`` and ``out.weight``. A unit's weights are its rows (every gate) of the input
-    and recurrent matrices, its column of the recurrent matrix and its column of the output
-    layer; the entries where its rows meet its own column are counted once.
-    """
-    ih = values["ih"].reshape(gates, hidden, -1).sum(dim=(0, 2))
-    hh = values["hh"].reshape(gates, hidden, hidden)
-    rows, cols = hh.sum(dim=(0, 2)), hh.sum(dim=(0, 1))
-    self_loops = torch.diagonal(hh, dim1=1, dim2=2).sum(dim=0)
-    return ih + rows + cols - self_loops + values["out"].sum(dim=0)
-
-
-def unit_norms(model: nn.Module, *, p: int | float = 2) -> torch.Tensor:
-    """The Lp norm of each hidden unit's weights across all gates (incoming input and recurrent
-    rows, outgoing recurrent and output columns), one value per unit.
-
-    The result is differentiable, so ``strength * unit_norms(model).sum()`` is a group-lasso
-    penalty with one group per unit; call ``.detach()`` to use it as an importance score.
-
-    Args:
-        model: a model with a single-layer ``rnn`` and an ``out`` ``nn.Linear`` (see the module).
-        p: the order of the norm, positive.
-
-    Returns:
-        A 1-D tensor with ``hidden_size`` norms.
-
-    Raises:
-        TypeError: the model has no ``rnn``/``out``, or ``p`` is not a number.
-        ValueError: ``p`` is not positive, or the RNN has several layers.
-
-    Example:
-        >>> from nlprune.models import RNNClassifier
-        >>> model = RNNClassifier(10, kind="gru", embed_dim=4, hidden=3)
-        >>> with torch.no_grad():
-        ...     for w in (model.rnn.weight_ih_l0, model.rnn.weight_hh_l0, model.out.weight):
-        ...         _ = w.fill_(1.0)
-        >>> unit_norms(model, p=1).tolist()   # 3 gates x (4 + 3) in, 3 x 3 - 3 out, 2 to the output
-        [29.0, 29.0, 29.0]
-    """
-    p = _checks.positive(p, "p")
-    rnn, out, gates = _unit_model(model)
-    powers = {"ih": rnn.weight_ih_l0.abs() ** p, "hh": rnn.weight_hh_l0.abs() ** p, "out": out.weight.abs() ** p}
-    return (_per_unit_sum(rnn.hidden_size, gates, powers) + 1e-12) ** (1.0 / p)
-
-
-def _default_forward(model: nn.Module, batch) -> object:
-    """Classifier batches are ``(ids, lengths, labels)``, language-model batches ``(x, y)``."""
-    return model(*batch[:-1])
-
-
-@torch.no_grad()
-def activation_scores(model: nn.Module, batches: Iterable,
-                      forward: Callable[[nn.Module, object], object] = _default_forward) -> torch.Tensor:
-    """Mean ``|h_t|`` of each hidden unit over every (non-padding) time step of ``batches``.
-
-    The RNN's output is captured with a forward hook. In classifier batches ``(ids, lengths,
-    labels)`` the time steps after each sequence's ``length`` are padding, and they are left
-    out, so padding does not dilute the mean (a packed sequence holds real tokens only). The
-    model is run in evaluation mode; its mode is restored afterwards.
-
-    Args:
-        model: a model with a single-layer ``rnn`` and an ``out`` layer.
-        batches: an iterable of batches.
-        forward: ``forward(model, batch)`` runs one batch (default: ``model(*batch[:-1])``,
-            which fits classifier batches ``(ids, lengths, labels)`` and LM batches ``(x, y)``).
-
-    Returns:
-        A 1-D tensor with one mean activation per unit.
-
-    Raises:
-        ValueError: ``batches`` is empty or the RNN has several layers.
-        TypeError: the model has no ``rnn``/``out``.
-    """
-    rnn, _, _ = _unit_model(model)
-    total, count = torch.zeros(rnn.hidden_size), 0
-    valid = None  # the time steps of the current batch that hold tokens, when it is a classifier batch
-
-    def hook(module, inputs, output):
-        nonlocal total, count
-        y = output[0]
-        if isinstance(y, nn.utils.rnn.PackedSequence):
-            y = y.data
-        elif valid is not None:
-            y = y[valid.to(y.device)]  # [B, T, hidden] -> [tokens, hidden]
-        y = y.reshape(-1, rnn.hidden_size)
-        total += y.abs().sum(dim=0).cpu()
-        count += y.shape[0]
-
-    was_training = model.training
-    model.eval()
-    handle = rnn.register_forward_hook(hook)
-    try:
-        for batch in batches:
-            valid = valid_steps(batch[1], batch[0].shape[1]) if len(batch) == 3 else None
-            forward(model, batch)
-    finally:
-        handle.remove()
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("batches is empty: activations need at least one batch")
-    return total / count
-
-
-def unit_taylor_scores(model: nn.Module, batches: Iterable,
-                       loss_fn: Callable[[nn.Module, object], torch.Tensor]) -> torch.Tensor:
-    """First-order Taylor score of removing each unit: ``|Σ w·g|`` over the unit's weights.
-
-    Zeroing all of a unit's weights changes the loss by about ``-Σ w·g`` (the first-order
-    expansion of chapter 3 applied to the whole group), with ``g`` the gradient of the mean
-    loss over ``batches`` (``loss_fn(model, batch)`` returns one batch's mean loss).
-
-    Returns:
-        A 1-D tensor with one score per unit.
-
-    Raises:
-        ValueError: ``batches`` is empty or the RNN has several layers.
-        TypeError: the model has no ``rnn``/``out``.
-    """
-    rnn, _, gates = _unit_model(model)
-    names = {"ih": "rnn.weight_ih_l0", "hh": "rnn.weight_hh_l0", "out": "out.weight"}
-    grads = prune.accumulated_gradients(model, batches, loss_fn, list(names.values()))
-    params = dict(model.named_parameters())
-    products = {k: params[n].detach() * grads[n] for k, n in names.items()}
-    return _per_unit_sum(rnn.hidden_size, gates, products).abs()
 
 
 def keep_top_units(scores: torch.Tensor, fraction_cut: float) -> torch.Tensor:
@@ -419,7 +238,7 @@ def keep_top_units(scores: torch.Tensor, fraction_cut: float) -> torch.Tensor:
     if scores.is_floating_point() and torch.isnan(scores).any():
         raise ValueError("scores contains NaN; every unit needs a real score")
     fraction_cut = _checks.fraction(fraction_cut, "fraction_cut", upper_open=True)
-    n_keep = max(1, scores.numel() - round(fraction_cut * scores.numel()))
+    n_keep = max(1, scores.numel() - pruned_count(fraction_cut, scores.numel()))
     return torch.topk(scores, n_keep, sorted=False).indices.sort().values
 
 
@@ -443,10 +262,10 @@ def structured_masks(model: nn.Module, keep: Sequence[int] | torch.Tensor) -> di
         tensor([[1, 0, 1],
                 [1, 0, 1]], dtype=torch.int32)
     """
-    rnn, out, gates = _unit_model(model)
+    rnn, out, gates = unit_layers(model)
     hidden = rnn.hidden_size
-    k = _check_keep(keep, hidden)
-    unit = torch.zeros(hidden, dtype=torch.bool)
+    k = keep_index(keep, hidden, device=rnn.weight_ih_l0.device)
+    unit = torch.zeros(hidden, dtype=torch.bool, device=k.device)
     unit[k] = True
     rows = unit.repeat(gates)
     masks = {"rnn.weight_ih_l0": rows[:, None].expand_as(rnn.weight_ih_l0).clone(),
@@ -473,7 +292,7 @@ def cut_model_hidden(model: nn.Module, keep) -> nn.Module:
         >>> small.rnn, small.out
         (LSTM(4, 3, batch_first=True), Linear(in_features=3, out_features=2, bias=True))
     """
-    rnn, out, _ = _rnn_and_out(model)
+    rnn, out, _ = unit_layers(model, single_layer=False)
     keeps = _per_layer_keep(rnn, keep)
     new = copy.deepcopy(model)
     new.rnn = cut_rnn_hidden(rnn, keep)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import _checks
+
 __all__ = [
     "PAD",
     "UNK",
@@ -169,13 +171,25 @@ def tokenize_zh(text: str) -> list[str]:
 
 
 class Vocab:
-    """A token ↔ index map. Index 0 is ``<pad>``, index 1 is ``<unk>``."""
+    """A token ↔ index map. Index 0 is ``<pad>``, index 1 is ``<unk>``.
+
+    Args:
+        tokens: the training tokens (with repetitions: they are counted).
+        min_freq: tokens seen fewer times are left out (they map to ``<unk>``), an integer >= 1.
+        max_size: at most this many entries, the two special ones included (the most frequent
+            tokens are kept), an integer >= 2; ``None`` for no limit.
+
+    Raises:
+        TypeError: ``min_freq`` or ``max_size`` is not an integer (NumPy integers are accepted).
+        ValueError: ``min_freq < 1`` or ``max_size < 2``.
+    """
 
     def __init__(self, tokens: Iterable[str], *, min_freq: int = 1, max_size: int | None = None) -> None:
-        if not isinstance(min_freq, int) or min_freq < 1:
-            raise ValueError(f"min_freq must be an integer >= 1, got {min_freq!r}")
-        if max_size is not None and (not isinstance(max_size, int) or max_size < 2):
-            raise ValueError(f"max_size must be None or an integer >= 2, got {max_size!r}")
+        min_freq = _checks.at_least(min_freq, "min_freq", 1)
+        if max_size is not None:
+            max_size = _checks.integer(max_size, "max_size")
+            if max_size < 2:
+                raise ValueError(f"max_size must be None or an integer >= 2, got {max_size!r}")
         counts = Counter(tokens)
         # Sort by frequency, then alphabetically, so the vocabulary does not depend on order.
         ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
@@ -197,15 +211,35 @@ class Vocab:
 
 
 def split_examples(items: Sequence, *, valid: float = 0.1, test: float = 0.1, seed: int = 0) -> Splits:
-    """Shuffle ``items`` with a fixed seed and cut them into train/validation/test."""
+    """Shuffle ``items`` with a fixed seed and cut them into train/validation/test.
+
+    Args:
+        items: what to split.
+        valid, test: the shares of the validation and test splits, each strictly between 0 and
+            1, together below 1; each split gets ``round(share * len(items))`` items and the
+            training split the rest.
+        seed: the seed of the shuffle.
+
+    Raises:
+        TypeError: ``valid`` or ``test`` is not a number.
+        ValueError: a share outside ``(0, 1)``, ``valid + test >= 1``, or a split that would come
+            out empty for this many items.
+    """
     for name, frac in (("valid", valid), ("test", test)):
-        if not 0 < frac < 1:
+        if not 0 < _checks.real(frac, name) < 1:
             raise ValueError(f"{name} must be a fraction strictly between 0 and 1, got {frac!r}")
     if valid + test >= 1:
         raise ValueError(f"valid + test must be below 1, got {valid + test!r}")
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     n_valid, n_test = round(valid * len(items)), round(test * len(items))
+    for name, frac, n, part in (("valid", valid, n_valid, "validation"), ("test", test, n_test, "test")):
+        if n == 0:
+            raise ValueError(f"{name}={frac!r} of {len(items)} items leaves the {part} split empty; "
+                             f"give more items or a larger {name}")
+    if n_valid + n_test == len(items):
+        raise ValueError(f"valid + test leaves the training split empty ({n_valid} + {n_test} of "
+                         f"{len(items)} items); give more items or smaller shares")
     pick = [items[i] for i in order]
     return Splits(train=pick[n_valid + n_test :], valid=pick[:n_valid], test=pick[n_valid : n_valid + n_test])
 
@@ -215,8 +249,7 @@ class TextDataset(Dataset):
 
     def __init__(self, examples: Sequence[Example], vocab: Vocab, tokenize: Callable[[str], list[str]],
                  *, max_len: int = 64) -> None:
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len!r}")
+        max_len = _checks.at_least(max_len, "max_len", 1)
         self.max_len = max_len
         self.ids = [vocab.encode(tokenize(e.text))[:max_len] or [1] for e in examples]
         self.labels = [e.label for e in examples]
@@ -241,8 +274,7 @@ def collate_padded(batch: Sequence[tuple[list[int], int]]) -> tuple[torch.Tensor
 def padded_arrays(dataset: TextDataset, length: int) -> tuple[np.ndarray, np.ndarray]:
     """The dataset as NumPy arrays for Keras: ids ``[N, length]`` (truncated, zero-padded at the
     end) and labels ``[N]``."""
-    if length < 1:
-        raise ValueError(f"length must be >= 1, got {length!r}")
+    length = _checks.at_least(length, "length", 1)
     x = np.zeros((len(dataset), length), dtype="int32")
     for row, ids in enumerate(dataset.ids):
         x[row, : min(len(ids), length)] = ids[:length]
@@ -290,15 +322,20 @@ def make_loaders(corpus: str = "en", *, batch_size: int = 64, max_len: int = 64,
 def lm_stream(text: str, vocab: Vocab | None = None, *, min_freq: int = 2) -> tuple[torch.Tensor, Vocab]:
     """Turn a text into one long tensor of word ids (newlines become ``<eos>``) and its vocabulary."""
     tokens = [tok for line in text.splitlines() if line.strip() for tok in [*tokenize_en(line), "<eos>"]]
-    vocab = vocab or Vocab(tokens, min_freq=min_freq)
+    vocab = Vocab(tokens, min_freq=min_freq) if vocab is None else vocab
     return torch.tensor(vocab.encode(tokens), dtype=torch.long), vocab
 
 
 def lm_batches(stream: torch.Tensor, *, batch_size: int, bptt: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Cut a token stream into ``batch_size`` parallel rows and then into ``(input, target)``
-    windows of ``bptt`` steps, targets shifted by one token (truncated BPTT batches)."""
-    if batch_size < 1 or bptt < 1:
-        raise ValueError(f"batch_size and bptt must be >= 1, got {batch_size!r} and {bptt!r}")
+    windows of ``bptt`` steps, targets shifted by one token (truncated BPTT batches).
+
+    Raises:
+        TypeError, ValueError: ``batch_size`` or ``bptt`` is not an integer >= 1, or the stream
+            is too short for ``batch_size`` rows.
+    """
+    batch_size = _checks.at_least(batch_size, "batch_size", 1)
+    bptt = _checks.at_least(bptt, "bptt", 1)
     n = (stream.numel() - 1) // batch_size
     if n < 1:
         raise ValueError(f"the stream of {stream.numel()} tokens is too short for batch_size={batch_size}")

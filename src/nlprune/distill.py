@@ -7,7 +7,7 @@ teacher's and the student's output distributions at a temperature ``T``:
 
 A temperature above 1 flattens both distributions, so the student also learns how the teacher
 ranks the wrong classes; the factor ``T^2`` keeps the gradient of the first term on the scale of
-the second. Pass a :class:`DistillationLoss` as ``loss_fn`` to :func:`nlprune.train.fit`.
+the second. Pass a :class:`DistillationLoss` as ``criterion`` to :func:`nlprune.train.fit`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 class DistillationLoss:
-    """``loss_fn`` for :func:`nlprune.train.fit`: asks the (frozen, eval-mode) teacher for its
+    """``criterion`` for :func:`nlprune.train.fit`: asks the (frozen, eval-mode) teacher for its
     logits on the same batch and returns :func:`distillation_loss`."""
 
     def __init__(self, teacher: nn.Module, *, temperature: float = 2.0, alpha: float = 0.5) -> None:

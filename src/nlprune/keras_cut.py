@@ -7,7 +7,9 @@ outgoing weights are its *row* of the recurrent kernel and its row of the next l
 
 :func:`cut_units` works on ``keras.Sequential`` models: it rebuilds the model with fewer units
 in one layer and copies the weights, cutting the next layer's inputs to match. Works with
-Keras 2 (``tf-keras``); set ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported.
+Keras 2 (``tf-keras``). Importing this module sets ``TF_USE_LEGACY_KERAS=1`` and
+``TF_CPP_MIN_LOG_LEVEL=2`` unless they are set already: import it before TensorFlow. It does not
+import PyTorch.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+# Keras 2 (tf-keras) must be chosen before TensorFlow is imported, and its C++ start-up log is
+# kept quiet; a value the caller set first wins.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from . import _checks  # noqa: E402  (argument checks shared with the PyTorch modules)
-from .cut import _check_keep  # noqa: E402  (one check of `keep` for both frameworks)
+from . import _checks  # noqa: E402  (argument checks, and the check of `keep`, shared with PyTorch)
 
 __all__ = ["keras_gate_count", "unit_norms", "cut_units"]
 
@@ -66,7 +70,7 @@ def unit_norms(model: keras.Sequential, layer_name: str, *, p: int | float = 2) 
     """The Lp norm of each unit's weights in layer ``layer_name``: its columns in every gate block
     of the kernel (and of the recurrent kernel), its row of the recurrent kernel (what it sends
     to the other units; the entries it sends to itself are counted once) and its row of the next
-    weighted layer's kernel. The Keras counterpart of :func:`nlprune.cut.unit_norms`."""
+    weighted layer's kernel. The Keras counterpart of :func:`nlprune.scores.unit_norms`."""
     p = _checks.positive(p, "p")
     layer, reader = _layer_and_reader(model, layer_name)
     gates, units = keras_gate_count(layer), layer.units
@@ -116,7 +120,7 @@ def cut_units(model: keras.Sequential, layer_name: str, keep: Sequence[int]) -> 
     next kernel) are zero, the new model computes the same outputs as the old one.
     """
     layer, reader = _layer_and_reader(model, layer_name)
-    index = _check_keep(keep, layer.units).numpy()
+    index = np.array(_checks.indices(keep, layer.units), dtype=np.int64)
     config = model.get_config()
     for entry in config["layers"]:
         if entry["config"]["name"] == layer_name:

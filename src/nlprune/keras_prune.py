@@ -1,7 +1,8 @@
 """The Keras counterpart of :mod:`nlprune.prune`: masks for Keras weights, kept through ``fit``.
 
-Works with Keras 2 (the ``tf-keras`` package), which TensorFlow Model Optimization needs; set
-``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported. Masks are chosen by the same rule as
+Works with Keras 2 (the ``tf-keras`` package), which TensorFlow Model Optimization needs.
+Importing this module sets ``TF_USE_LEGACY_KERAS=1`` and ``TF_CPP_MIN_LOG_LEVEL=2`` unless they
+are set already, so import it before TensorFlow. Masks are chosen by the same rule as
 in PyTorch — :func:`nlprune.prune.compute_masks` is called on the weights' scores — so the two
 frameworks prune exactly the same entries of the same numbers.
 
@@ -15,14 +16,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 
+# Keras 2 (tf-keras) must be chosen before TensorFlow is imported, and its C++ start-up log is
+# kept quiet; a value the caller set first wins.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 import torch  # noqa: E402
 
-from . import _checks, prune  # noqa: E402
+from . import _checks  # noqa: E402
+from .masks import compute_masks  # noqa: E402
 
 __all__ = ["prunable_variables", "magnitude_masks", "apply_masks", "KeepMasks", "gradient_scores",
            "taylor_scores", "masks_from_scores"]
@@ -47,7 +52,7 @@ def masks_from_scores(scores: Mapping[str, np.ndarray | tf.Tensor], sparsity: fl
                       scope: str = "layer") -> dict[str, np.ndarray]:
     """Boolean keep-masks (NumPy) from scores, by :func:`nlprune.prune.compute_masks`."""
     as_torch = {n: torch.from_numpy(np.asarray(s, dtype=np.float32)) for n, s in scores.items()}
-    return {n: m.numpy() for n, m in prune.compute_masks(as_torch, sparsity, scope=scope).items()}
+    return {n: m.numpy() for n, m in compute_masks(as_torch, sparsity, scope=scope).items()}
 
 
 def magnitude_masks(model: keras.Model, sparsity: float, *, scope: str = "layer",
@@ -92,15 +97,15 @@ class KeepMasks(keras.callbacks.Callback):
         apply_masks(self.model, self.masks)
 
 
-def _mean_gradients(model: keras.Model, batches: Iterable, loss_fn: Callable,
+def _mean_gradients(model: keras.Model, batches: Iterable, loss: Callable,
                     names: Iterable[str] | None) -> tuple[dict[str, tf.Variable], dict[str, tf.Tensor]]:
     variables = _select(model, names)
     totals = {n: tf.zeros_like(v) for n, v in variables.items()}
     count = 0
     for x, y in batches:
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=False))
-        grads = tape.gradient(loss, list(variables.values()))
+            value = loss(y, model(x, training=False))
+        grads = tape.gradient(value, list(variables.values()))
         for n, g in zip(variables, grads):
             if g is not None:
                 totals[n] += tf.convert_to_tensor(g)  # embeddings give IndexedSlices
@@ -110,19 +115,19 @@ def _mean_gradients(model: keras.Model, batches: Iterable, loss_fn: Callable,
     return variables, {n: t / count for n, t in totals.items()}
 
 
-def gradient_scores(model: keras.Model, batches: Iterable, loss_fn: Callable,
+def gradient_scores(model: keras.Model, batches: Iterable, loss: Callable,
                     names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """``|g|`` of the mean loss over ``batches`` (pairs ``(x, y)``), computed with ``tf.GradientTape``.
 
-    ``loss_fn(y_true, y_pred)`` returns the mean loss of a batch, e.g.
+    ``loss(y_true, y_pred)`` returns the mean loss of a batch, e.g.
     ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
     """
-    _, grads = _mean_gradients(model, batches, loss_fn, names)
+    _, grads = _mean_gradients(model, batches, loss, names)
     return {n: np.abs(g.numpy()) for n, g in grads.items()}
 
 
-def taylor_scores(model: keras.Model, batches: Iterable, loss_fn: Callable,
+def taylor_scores(model: keras.Model, batches: Iterable, loss: Callable,
                   names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """First-order Taylor scores ``|w * g|``, element by element (no product along a row)."""
-    variables, grads = _mean_gradients(model, batches, loss_fn, names)
+    variables, grads = _mean_gradients(model, batches, loss, names)
     return {n: np.abs(variables[n].numpy() * g.numpy()) for n, g in grads.items()}

@@ -179,10 +179,14 @@ class Llama(nn.Module):
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
 
     def rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cosines and sines of the rotary embedding for positions ``0 .. length-1``."""
-        angles = torch.outer(torch.arange(length, dtype=torch.float32), self.inv_freq)
+        """The cosines and sines of the rotary embedding for positions ``0 .. length-1``, on the
+        model's device and in its dtype (computed in at least float32: in bfloat16 the positions
+        themselves would round)."""
+        dtype = torch.promote_types(self.inv_freq.dtype, torch.float32)
+        positions = torch.arange(length, dtype=dtype, device=self.inv_freq.device)
+        angles = torch.outer(positions, self.inv_freq.to(dtype))
         angles = torch.cat((angles, angles), dim=-1)
-        return angles.cos(), angles.sin()
+        return angles.cos().to(self.inv_freq.dtype), angles.sin().to(self.inv_freq.dtype)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits ``[batch, length, vocab]`` for token ids ``[batch, length]``."""
@@ -223,13 +227,20 @@ def token_windows(ids: torch.Tensor, length: int, count: int | None = None, *, s
     """Cut a 1-D stream of token ids into ``count`` consecutive windows of ``length`` tokens.
 
     ``count=None`` takes as many whole windows as fit after ``start``.
+
+    Raises:
+        TypeError: ``length``, ``count`` or ``start`` is not an integer.
+        ValueError: ``ids`` is not 1-D, ``length < 2``, ``start < 0``, fewer than ``length``
+            tokens after ``start``, or a ``count`` of windows that do not fit.
     """
-    length = _checks.integer(length, "length")
+    length = _checks.at_least(length, "length", 2)
+    start = _checks.at_least(start, "start", 0)
     if ids.dim() != 1:
         raise ValueError(f"ids must be a 1-D tensor of token ids, got shape {tuple(ids.shape)}")
-    if length < 2:
-        raise ValueError(f"length must be >= 2, got {length}")
     available = (ids.numel() - start) // length
+    if available < 1:
+        raise ValueError(f"start={start} leaves {max(ids.numel() - start, 0)} tokens, fewer than one "
+                         f"window of length={length}")
     count = available if count is None else _checks.integer(count, "count")
     if not 1 <= count <= available:
         raise ValueError(f"count must be in [1, {available}] for {ids.numel() - start} tokens "
@@ -240,10 +251,29 @@ def token_windows(ids: torch.Tensor, length: int, count: int | None = None, *, s
 @torch.no_grad()
 def perplexity(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 4) -> float:
     """``exp`` of the mean next-token cross-entropy over every window (each window predicts its
-    own tokens 2..L from the ones before; windows do not see each other)."""
+    own tokens 2..L from the ones before; windows do not see each other).
+
+    Args:
+        model: ``model(ids [B, L]) -> logits [B, L, vocab]``; it is given the windows on its
+            own device.
+        windows: token ids ``[windows, L]`` with ``L >= 2`` (e.g. from :func:`token_windows`).
+        batch_size: windows per forward pass, an integer >= 1.
+
+    Raises:
+        TypeError: ``batch_size`` is not an integer.
+        ValueError: ``batch_size < 1``, or ``windows`` is not 2-D with at least one window of
+            at least two tokens.
+    """
+    batch_size = _checks.at_least(batch_size, "batch_size", 1)
+    if windows.dim() != 2 or windows.shape[0] < 1 or windows.shape[1] < 2:
+        raise ValueError(f"windows must be a 2-D tensor [windows, length] with at least one window of "
+                         f"at least 2 tokens, got shape {tuple(windows.shape)}")
+    first = next(model.parameters(), None)  # a model without parameters reads the windows where they are
+    device = windows.device if first is None else first.device
     total, count = 0.0, 0
     for batch in windows.split(batch_size):
-        logits = model(batch)[:, :-1]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
-        total, count = total + float(loss), count + batch[:, 1:].numel()
+        logits = model(batch.to(device))[:, :-1]
+        targets = batch[:, 1:].to(logits.device)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+        total, count = total + float(loss), count + targets.numel()
     return math.exp(total / count)

@@ -18,6 +18,7 @@ from torch import nn
 
 from . import _checks
 from .baseline import ngrams
+from .masks import with_total_row
 
 __all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency",
            "check_timing", "seed_summary", "clearly_above", "results_table", "style_results",
@@ -35,16 +36,15 @@ def count_nonzero(model: nn.Module) -> int:
 
 
 def sparsity_table(model: nn.Module, names: list[str] | None = None) -> pd.DataFrame:
-    """Measured zeros per parameter tensor (default: all of them) and a ``total`` row."""
+    """Measured zeros per parameter tensor (default: all of them) and a ``total`` row.
+
+    It counts the zeros in the weights themselves; :func:`nlprune.masks.sparsity_report` counts
+    the ``False`` entries of masks (the two agree when the masks are applied and kept)."""
     params = dict(model.named_parameters())
     names = list(params) if names is None else _checks.known_names(names, params)
     rows = [{"tensor": n, "shape": tuple(params[n].shape), "entries": params[n].numel(),
              "zeros": params[n].numel() - int(torch.count_nonzero(params[n].detach()))} for n in names]
-    rows.append({"tensor": "total", "shape": "", "entries": sum(r["entries"] for r in rows),
-                 "zeros": sum(r["zeros"] for r in rows)})
-    table = pd.DataFrame(rows)
-    table["sparsity"] = table["zeros"] / table["entries"]
-    return table
+    return with_total_row(rows, ("entries", "zeros"), ("sparsity", "zeros", "entries"))
 
 
 def size_on_disk(model: nn.Module) -> dict[str, int]:
@@ -64,11 +64,18 @@ def median_latency(fn: Callable[[], object], *, repeats: int = 30, warmup: int =
     ``threads`` sets torch's intra-op thread count during the measurement (and restores it
     afterwards). One thread gives the most repeatable numbers on a busy machine: with several
     threads, a small operation waits for the slowest thread whenever another program holds a core.
+    The calls run in ``torch.inference_mode``; only the ``repeats`` calls are timed.
+
+    Raises:
+        TypeError: ``repeats``, ``warmup`` or ``threads`` is not an integer.
+        ValueError: ``repeats < 1``, ``warmup < 0`` or ``threads < 1``.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats!r} and {warmup!r}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be None or >= 1, got {threads!r}")
+    repeats = _checks.at_least(repeats, "repeats", 1)
+    warmup = _checks.at_least(warmup, "warmup", 0)
+    if threads is not None:
+        threads = _checks.integer(threads, "threads")
+        if threads < 1:
+            raise ValueError(f"threads must be None or an integer >= 1, got {threads!r}")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -232,10 +239,14 @@ def text_degradation(tokens: Sequence[str], training_tokens: Sequence[str], *, n
     * ``copied n-grams``: the share of the passage's ``n``-grams that occur verbatim in
       ``training_tokens`` (high values mean the model recites its training text).
 
+    Raises:
+        TypeError, ValueError: ``n`` is not an integer >= 1, or ``tokens`` holds fewer than ``n``.
+
     Example:
         >>> text_degradation("a b a b a b".split(), "a b c".split(), n=2)["repeated n-grams"]
         1.0
     """
+    n = _checks.at_least(n, "n", 1)
     tokens = list(tokens)
     if len(tokens) < n:
         raise ValueError(f"tokens must hold at least n={n} tokens, got {len(tokens)}")

@@ -11,7 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel", "sample_text", "valid_steps"]
+from . import _checks
+
+__all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel", "sample_text", "valid_steps", "gate_count",
+           "unit_layers"]
 
 _RNN_KINDS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 _POOLS = ("last", "max", "mean")
@@ -39,8 +42,10 @@ class BowMLP(nn.Module):
         self.out = nn.Linear(hidden, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = (ids != 0).unsqueeze(-1).float()
-        mean = (self.embedding(ids) * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1).float()
+        words = self.embedding(ids)
+        mask = (ids != 0).unsqueeze(-1).to(words.dtype)
+        counts = lengths.to(words.device).clamp(min=1).unsqueeze(-1).to(words.dtype)  # loaders give CPU lengths
+        mean = (words * mask).sum(1) / counts
         return self.out(torch.relu(self.hidden(mean)))
 
 
@@ -121,7 +126,8 @@ def sample_text(model: LSTMLanguageModel, vocab, prompt: Sequence[str], *, words
 
     The sampling uses its own ``torch.Generator`` seeded with ``seed``, so two models given the
     same prompt and seed draw the same random numbers, and any difference between their
-    passages comes from the models.
+    passages comes from the models. The model runs on its own device; the generator, and so
+    the draw, stays on the CPU.
 
     Args:
         model: a word-level language model (``forward(ids, state) -> (logits, state)``).
@@ -136,22 +142,80 @@ def sample_text(model: LSTMLanguageModel, vocab, prompt: Sequence[str], *, words
 
     Raises:
         ValueError: an empty prompt, ``words < 1`` or ``temperature <= 0``.
+        TypeError: ``words`` is not an integer or ``temperature`` not a number.
     """
     if len(prompt) == 0:
         raise ValueError("prompt must hold at least one token")
-    if words < 1:
-        raise ValueError(f"words must be >= 1, got {words!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    words = _checks.at_least(words, "words", 1)
+    temperature = _checks.positive(temperature, "temperature")
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    logits, state = model(torch.tensor([vocab.encode(list(prompt))]))
-    out = []
-    for _ in range(words):
-        probs = torch.softmax(logits[0, -1] / temperature, dim=-1)
-        token = int(torch.multinomial(probs, 1, generator=generator))
-        out.append(vocab.itos[token])
-        logits, state = model(torch.tensor([[token]]), state)
-    model.train(was_training)
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        logits, state = model(torch.tensor([vocab.encode(list(prompt))], device=device))
+        out = []
+        for _ in range(words):
+            probs = torch.softmax(logits[0, -1] / temperature, dim=-1).cpu()  # the generator's device
+            token = int(torch.multinomial(probs, 1, generator=generator))
+            out.append(vocab.itos[token])
+            logits, state = model(torch.tensor([[token]], device=device), state)
+    finally:
+        model.train(was_training)
     return out
+
+
+_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
+
+
+def gate_count(rnn: nn.Module) -> int:
+    """Number of gate blocks stacked in the weights: 1 (``nn.RNN``), 3 (``nn.GRU``), 4 (``nn.LSTM``).
+
+    Raises:
+        TypeError: ``rnn`` is not an ``nn.RNN``, ``nn.GRU`` or ``nn.LSTM``.
+        ValueError: a bidirectional layer or an LSTM with projections (``proj_size > 0``),
+            which the course's unit scores and cuts do not handle.
+
+    Example:
+        >>> gate_count(nn.LSTM(3, 5)), gate_count(nn.GRU(3, 5)), gate_count(nn.RNN(3, 5))
+        (4, 3, 1)
+    """
+    if type(rnn) not in _GATES:
+        raise TypeError(f"rnn must be an nn.RNN, nn.GRU or nn.LSTM, got {type(rnn).__name__}")
+    if rnn.bidirectional:
+        raise ValueError("bidirectional RNNs are not supported: cut each direction's weights yourself")
+    if getattr(rnn, "proj_size", 0) > 0:
+        raise ValueError(f"LSTMs with projections are not supported (proj_size={rnn.proj_size})")
+    return _GATES[type(rnn)]
+
+
+def unit_layers(model: nn.Module, *, single_layer: bool = True) -> tuple[nn.Module, nn.Linear, int]:
+    """The ``rnn``, the ``out`` layer and the gate count of a model whose hidden units are scored,
+    masked or cut (such as :class:`RNNClassifier` and :class:`LSTMLanguageModel`).
+
+    Args:
+        model: a model with an ``rnn`` (``nn.RNN``/``GRU``/``LSTM``) and an ``out`` ``nn.Linear``
+            that reads its hidden state.
+        single_layer: also require one layer whose ``hidden_size`` is what ``out`` reads (unit
+            scores and masks need it; cutting handles stacks).
+
+    Raises:
+        TypeError: no ``rnn`` or no ``out`` ``nn.Linear``, or ``rnn`` is not a recurrent layer.
+        ValueError: with ``single_layer``, several layers or an ``out`` of another width.
+
+    Example:
+        >>> rnn, out, gates = unit_layers(RNNClassifier(10, kind="gru", embed_dim=4, hidden=3))
+        >>> rnn.hidden_size, out.in_features, gates
+        (3, 3, 3)
+    """
+    rnn, out = getattr(model, "rnn", None), getattr(model, "out", None)
+    if not isinstance(rnn, nn.Module) or not isinstance(out, nn.Linear):
+        raise TypeError(f"model must have an `rnn` (nn.RNN/GRU/LSTM) and an `out` nn.Linear, "
+                        f"got {type(model).__name__}")
+    gates = gate_count(rnn)
+    if single_layer:
+        if rnn.num_layers != 1:
+            raise ValueError(f"unit scores and masks need a single-layer RNN, got num_layers={rnn.num_layers}")
+        if out.in_features != rnn.hidden_size:
+            raise ValueError(f"out reads {out.in_features} features but the RNN has {rnn.hidden_size} units")
+    return rnn, out, gates

@@ -30,7 +30,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import _checks
-from .prune import polynomial_sparsity
+from .masks import pruned_count
+from .schedules import polynomial_sparsity
 
 __all__ = ["METHODS", "topk_mask", "MovementPruner"]
 
@@ -55,8 +56,10 @@ class _TopKStraightThrough(torch.autograd.Function):
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """A 0/1 float mask keeping the ``round((1 - sparsity) · n)`` highest ``scores``; its gradient
-    passes straight through to ``scores``.
+    """A 0/1 float mask that prunes the ``round(sparsity · n)`` lowest ``scores`` (the package's one
+    rounding rule, :func:`nlprune.masks.pruned_count`, so the ``"magnitude"`` method prunes
+    exactly what :func:`nlprune.masks.compute_masks` prunes); its gradient passes straight
+    through to ``scores``.
 
     Example:
         >>> s = torch.tensor([0.3, -1.0, 2.0, 0.1], requires_grad=True)
@@ -72,7 +75,7 @@ def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     sparsity = _checks.fraction(sparsity, "sparsity")
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
-    keep = round((1.0 - sparsity) * scores.numel())
+    keep = scores.numel() - pruned_count(sparsity, scores.numel())
     return _TopKStraightThrough.apply(scores, keep)
 
 
@@ -92,7 +95,9 @@ class MovementPruner:
 
     Building it registers a parametrization on every named weight (``W' = W ⊙ TopK(S)``); call it
     with the step number before each training step (``nlprune.train.fit(on_step=pruner)``) to
-    follow the cubic schedule of :func:`nlprune.prune.polynomial_sparsity`.
+    follow the cubic schedule of :func:`nlprune.schedules.polynomial_sparsity`. The masks live in
+    the parametrizations, not in a dict the loop re-applies, so this is an ``on_step`` callback,
+    not a ``pruner=`` (:class:`nlprune.masks.Pruner`); :meth:`current_masks` reads them.
 
     Args:
         model: the model; ``names`` are parameter names in it (e.g. ``"layers.4.query.weight"``).
@@ -104,7 +109,7 @@ class MovementPruner:
     Attributes:
         scores: ``{name: S}``, zeros at first. For ``"movement"`` every backward pass leaves
             ``∂L/∂S = (∂L/∂W') ⊙ W`` in ``S.grad`` (the model's optimizer never sees ``S``) and
-            the next call, or :meth:`masks`, takes Adam's step.
+            the next call, or :meth:`current_masks`, takes Adam's step.
         movement: ``{name: -Σ_t (∂L/∂W'_t) ⊙ W_t}``, the same gradients summed without Adam
             (the scores of plain gradient descent); zeros for ``"magnitude"``.
         sparsity: the current target.
@@ -119,7 +124,7 @@ class MovementPruner:
         >>> pruner = MovementPruner(model, ["0.weight"], final=0.75, begin=0, end=10)
         >>> pruner(10)
         >>> model(torch.randn(5, 4)).sum().backward()
-        >>> int(pruner.masks()["0.weight"].sum()), pruner.scores["0.weight"].shape
+        >>> int(pruner.current_masks()["0.weight"].sum()), pruner.scores["0.weight"].shape
         (8, torch.Size([8, 4]))
         >>> pruner.remove()["0.weight"].float().mean().item()   # W ⊙ M baked in
         0.25
@@ -178,7 +183,7 @@ class MovementPruner:
             return topk_mask(weight.detach().abs(), self.sparsity)
         return topk_mask(self.scores[name], self.sparsity)
 
-    def masks(self) -> dict[str, torch.Tensor]:
+    def current_masks(self) -> dict[str, torch.Tensor]:
         """The current keep-masks (boolean), as :func:`nlprune.prune.compute_masks` returns them.
 
         A pending gradient of the scores (from a backward pass since the last call) is applied
@@ -190,7 +195,7 @@ class MovementPruner:
 
     def remove(self) -> dict[str, torch.Tensor]:
         """Bake ``W ⊙ M`` into plain weights, drop the parametrizations, return the final masks."""
-        masks = self.masks()
+        masks = self.current_masks()
         for module in self.modules.values():
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         return masks

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import _checks
-from .prune import compute_masks, nm_masks
+from .masks import compute_masks, nm_masks
 
 __all__ = ["METHODS", "LINEARS", "wanda_scores", "row_masks", "sparsegpt", "input_statistics",
            "prune_llm", "reconstruction_error"]
@@ -88,7 +88,8 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | 
         hessian: ``[in, in]``, ``X^T X`` summed over the calibration tokens (any positive scale).
         sparsity: unstructured: in every block of ``block`` columns, the ``sparsity`` share of
             entries with the lowest ``W^2 / [H^-1]_jj^2`` is pruned.
-        n_m: ``(n, m)``: in every group of ``m`` inputs of a row, ``m - n`` are pruned.
+        n_m: ``(n, m)``: in every group of ``m`` inputs of a row, ``m - n`` are pruned (the
+            number of inputs must be a multiple of ``m``).
         block: columns whose mask is chosen together and whose updates are applied lazily.
         damping: added to the diagonal of ``H``, as a fraction of its mean, for a stable inverse.
 
@@ -96,12 +97,21 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | 
     q_j) / U_jj`` in each row, where ``U`` is the upper Cholesky factor of ``H^-1``; subtracting
     ``e U_j,k`` from every later column ``k`` is the least-squares correction of the layer's
     output (Optimal Brain Surgeon restricted to the columns not yet fixed).
+
+    Raises:
+        ValueError: not exactly one of ``sparsity`` and ``n_m``, a ``hessian`` of the wrong
+            shape, ``block < 1``, or with ``n_m`` an input width or a ``block`` that is not a
+            multiple of ``m`` (as :func:`nlprune.masks.nm_masks`).
+        TypeError: ``n_m`` is not a pair of integers or ``block`` not an integer.
     """
     sparsity, n_m = _pattern(sparsity, n_m)
-    block = _checks.integer(block, "block")
+    block = _checks.at_least(block, "block", 1)
     if weight.dim() != 2 or hessian.shape != (weight.shape[1], weight.shape[1]):
         raise ValueError(f"hessian must have shape [in, in] = {(weight.shape[1],) * 2} for a weight of "
                          f"shape {tuple(weight.shape)}, got {tuple(hessian.shape)}")
+    if n_m is not None and weight.shape[1] % n_m[1]:
+        raise ValueError(f"weight has {weight.shape[1]} input columns, not a multiple of m={n_m[1]} of "
+                         f"n_m={n_m}: the last group of inputs would be partial")
     if n_m is not None and block % n_m[1]:
         raise ValueError(f"block must be a multiple of m={n_m[1]}, got {block}")
     w = weight.detach().double().clone()
@@ -210,6 +220,10 @@ def prune_llm(model: nn.Module, calibration: torch.Tensor | None, method: str, *
 
     Returns:
         The keep-masks, keyed like ``model.named_parameters()`` (``blocks.0.q.weight``, ...).
+
+    Raises:
+        ValueError: an unknown ``method``, not exactly one of ``sparsity`` and ``n_m``, or no 2-D
+            ``calibration`` for ``"wanda"`` and ``"sparsegpt"`` (see also :func:`sparsegpt`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -218,7 +232,7 @@ def prune_llm(model: nn.Module, calibration: torch.Tensor | None, method: str, *
         raise ValueError(f"calibration must be a 2-D tensor of token ids [sequences, length] for {method!r}")
     masks = {}
     if method != "magnitude":
-        x = model.embed(calibration)
+        x = model.embed(calibration.to(model.embed.weight.device))  # run where the model is
         cos, sin = model.rotary(calibration.shape[1])
     for index, block in enumerate(model.blocks):
         stats = input_statistics(block, x, cos, sin) if method != "magnitude" else {}

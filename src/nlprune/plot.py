@@ -13,14 +13,32 @@ __all__ = ["weight_histograms", "sparsity_accuracy"]
 
 def weight_histograms(tensors: Mapping[str, torch.Tensor], *, bins: int = 80, log: bool = True,
                       axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
-    """One histogram of weight values per tensor, side by side (zeros included)."""
+    """One histogram of weight values per tensor, side by side (zeros included).
+
+    Args:
+        tensors: titles to tensors (any device; bfloat16 is drawn through float32).
+        bins: bins per histogram.
+        log: a logarithmic count axis.
+        axes: where to draw, one axis per tensor (default: a new row of figures).
+
+    Returns:
+        The axes drawn on.
+
+    Raises:
+        ValueError: no tensors, or fewer ``axes`` than tensors.
+    """
     if len(tensors) == 0:
         raise ValueError("tensors is empty")
     if axes is None:
         _, axes = plt.subplots(1, len(tensors), figsize=(3.2 * len(tensors), 2.8), squeeze=False)
         axes = axes[0]
+    if len(axes) < len(tensors):
+        raise ValueError(f"axes has {len(axes)} axes but tensors has {len(tensors)}: give one axis per tensor")
     for ax, (name, t) in zip(axes, tensors.items()):
-        ax.hist(t.detach().flatten().cpu().numpy(), bins=bins, log=log, color="tab:blue")
+        values = t.detach().flatten().cpu()
+        if values.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds every value exactly
+            values = values.float()
+        ax.hist(values.numpy(), bins=bins, log=log, color="tab:blue")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("weight value")
     axes[0].set_ylabel("count" + (" (log scale)" if log else ""))

@@ -30,7 +30,9 @@ from babel.dates import format_date
 from torch import nn
 
 from . import __version__, _checks, cut, prune
-from .train import _masked_step, cached_model, recipe_key
+from .cache import cached_model, recipe_key
+from .masks import Pruner, apply_masks, masked_step
+from .train import model_device, seeded
 
 __all__ = ["TRAIN_FORMATS", "UNSEEN_FORMATS", "DatePair", "is_held_out_year", "date_pairs", "CharVocab",
            "encode_pairs", "DateTask", "date_task", "Seq2Seq", "PARAMETER_CLASSES", "SCHEMES", "class_masks",
@@ -285,7 +287,7 @@ def class_masks(model: nn.Module, sparsity: float, scheme: str,
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     params = dict(model.named_parameters())
     names = [n for members in classes.values() for n in members]
-    _checks.known_names(names, params)
+    _checks.known_names(names, params, argument="classes")
     if scheme == "class-blind":
         return prune.compute_masks({n: params[n].detach().abs() for n in names}, sparsity, scope="global")
     masks: dict[str, torch.Tensor] = {}
@@ -313,9 +315,10 @@ def attentional_unit_norms(model: Seq2Seq) -> torch.Tensor:
 
 def attentional_unit_masks(model: Seq2Seq, keep: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
     """Keep-masks that silence the units of ``h̃`` not in ``keep``: their rows of ``W_c``, their
-    columns of ``W_o`` and their input columns of the decoder (for masked fine-tuning)."""
-    keep = cut._check_keep(keep, model.feed_size)
-    unit = torch.zeros(model.feed_size, dtype=torch.bool)
+    columns of ``W_o`` and their input columns of the decoder (for masked fine-tuning), on the
+    model's device."""
+    keep = cut.keep_index(keep, model.feed_size)
+    unit = torch.zeros(model.feed_size, dtype=torch.bool, device=model.decoder.weight_ih_l0.device)
     unit[keep] = True
     decoder = torch.ones_like(model.decoder.weight_ih_l0, dtype=torch.bool)
     decoder[:, model.embed:] = unit
@@ -328,20 +331,22 @@ def attentional_unit_masks(model: Seq2Seq, keep: Sequence[int] | torch.Tensor) -
 def cut_attentional_units(model: Seq2Seq, keep: Sequence[int] | torch.Tensor) -> Seq2Seq:
     """A copy of ``model`` whose attentional vector ``h̃`` has only the units in ``keep``: ``W_c``
     loses rows, ``W_o`` and the decoder's input matrix lose columns. When the dropped units
-    are silenced (:func:`attentional_unit_masks`), the cut model computes the same outputs.
+    are silenced (:func:`attentional_unit_masks`), the cut model computes the same outputs. The
+    copy has the model's device and dtype.
 
     Raises:
         ValueError, TypeError: ``keep`` is empty, has repeats, indices outside ``[0, feed_size)``
             or is not a sequence of integers (as :func:`nlprune.cut.cut_rnn_hidden`).
     """
-    keep = cut._check_keep(keep, model.feed_size).sort().values
+    keep = cut.keep_index(keep, model.feed_size).sort().values
     new = copy.deepcopy(model)
     new.combine = cut.cut_linear_outputs(model.combine, keep)
     new.out = cut.cut_linear_inputs(model.out, keep)
     e, h = model.embed, model.hidden
-    columns = torch.cat([torch.arange(e), e + keep])
-    new.decoder = nn.GRU(e + len(keep), h, batch_first=True)
-    new.decoder.weight_ih_l0.copy_(model.decoder.weight_ih_l0[:, columns])
+    weight = model.decoder.weight_ih_l0
+    columns = torch.cat([torch.arange(e), e + keep]).to(weight.device)
+    new.decoder = nn.GRU(e + len(keep), h, batch_first=True, device=weight.device, dtype=weight.dtype)
+    new.decoder.weight_ih_l0.copy_(weight[:, columns])
     for name in ("weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
         getattr(new.decoder, name).copy_(getattr(model.decoder, name))
     new.feed_size = len(keep)
@@ -350,59 +355,87 @@ def cut_attentional_units(model: Seq2Seq, keep: Sequence[int] | torch.Tensor) ->
 
 def fit_seq2seq(model: Seq2Seq, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, steps: int,
                 batch_size: int = 64, lr: float = 3e-3, masks: Mapping[str, torch.Tensor] | None = None,
-                seed: int = 0) -> list[float]:
+                pruner: Pruner | None = None, seed: int = 0) -> list[float]:
     """Train with teacher forcing for ``steps`` mini-batches drawn in a seeded order (cycling
-    over the data), with Adam and a learning rate that decays linearly from ``lr`` to zero;
-    ``masks`` keep pruned weights at zero, as in :func:`nlprune.train.fit`.
+    over the data), with Adam and a learning rate that decays linearly from ``lr`` to zero, on
+    the model's device. ``masks`` (fixed) or ``pruner`` (changing, called with the step number
+    before each step) keep pruned weights at zero, as in :func:`nlprune.train.fit`; the dropout
+    masks draw from torch's global generator seeded with ``seed``, restored afterwards
+    (:func:`nlprune.train.seeded`).
 
     Returns:
         The training loss of every step.
 
     Raises:
-        ValueError: ``steps < 1`` or ``batch_size < 1``.
+        TypeError: ``pruner`` is not an :class:`nlprune.masks.Pruner`.
+        ValueError: ``steps < 1``, ``batch_size < 1``, or both ``masks`` and ``pruner``.
     """
-    steps, batch_size = _checks.integer(steps, "steps"), _checks.integer(batch_size, "batch_size")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {steps!r} and {batch_size!r}")
-    source, lengths, target = data
+    steps = _checks.at_least(steps, "steps", 1)
+    batch_size = _checks.at_least(batch_size, "batch_size", 1)
+    if pruner is not None and not isinstance(pruner, Pruner):
+        raise TypeError(f"pruner must be an nlprune.masks.Pruner, got {type(pruner).__name__}")
+    if pruner is not None and masks is not None:
+        raise ValueError("give masks (fixed keep-masks) or pruner (masks that change), not both")
+    device = model_device(model)
+    source, lengths, target = (t.to(device) for t in data)
+    current = (lambda: pruner.masks) if pruner is not None else (lambda: masks)
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
-    if masks is not None:
-        prune.apply_masks(model, masks)
+    if current() is not None:
+        apply_masks(model, current())
     model.train()
     order, position, losses = torch.randperm(len(source), generator=generator), 0, []
-    for _ in range(steps):
-        if position + batch_size > len(order):
-            order, position = torch.randperm(len(source), generator=generator), 0
-        rows = order[position: position + batch_size]
-        position += batch_size
-        logits = model(source[rows], lengths[rows], target[rows, :-1])
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), target[rows, 1:].flatten(), ignore_index=0)
-        _masked_step(model, optimizer, loss, masks, 1.0)
-        schedule.step()
-        losses.append(loss.item())
+    with seeded(seed, device):
+        for step in range(steps):
+            if pruner is not None:
+                pruner(step)
+            if position + batch_size > len(order):
+                order, position = torch.randperm(len(source), generator=generator), 0
+            rows = order[position: position + batch_size].to(device)
+            position += batch_size
+            logits = model(source[rows], lengths[rows], target[rows, :-1])
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), target[rows, 1:].flatten(), ignore_index=0)
+            masked_step(model, optimizer, loss, current(), 1.0)
+            schedule.step()
+            losses.append(loss.item())
     model.eval()
     return losses
 
 
-def translate(model: Seq2Seq, source: torch.Tensor, lengths: torch.Tensor, *, batch_size: int = 512
-              ) -> torch.Tensor:
-    """Greedy outputs ``[N, 11]`` for all rows, in batches."""
+def translate(model: Seq2Seq, source: torch.Tensor, lengths: torch.Tensor, *, width: int = 11,
+              batch_size: int = 512) -> torch.Tensor:
+    """Greedy decoding of every source row, ``batch_size`` rows at a time, on the model's device.
+
+    Args:
+        model: the translator (put in evaluation mode).
+        source, lengths: as :func:`encode_pairs` gives them.
+        width: decoding steps per row; the default 11 fits the date task (10 characters of an
+            ISO date and the end mark).
+        batch_size: rows decoded together.
+
+    Returns:
+        The output ids ``[N, width]``, on the model's device.
+
+    Raises:
+        ValueError, TypeError: ``width`` or ``batch_size`` is not an integer >= 1.
+    """
+    width = _checks.at_least(width, "width", 1)
+    batch_size = _checks.at_least(batch_size, "batch_size", 1)
     model.eval()
-    width = 11
-    return torch.cat([model.greedy(source[i: i + batch_size], lengths[i: i + batch_size], width)
+    device = model_device(model)
+    return torch.cat([model.greedy(source[i: i + batch_size].to(device), lengths[i: i + batch_size], width)
                       for i in range(0, len(source), batch_size)])
 
 
 def exact_match(model: Seq2Seq, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
     """``exact match`` (share of outputs equal to the whole reference, end mark included) and
     ``character accuracy`` (share of the reference's characters, end mark included, predicted
-    at their position) of greedy decoding."""
+    at their position) of greedy decoding, as many steps as the reference is wide."""
     source, lengths, target = data
     reference = target[:, 1:]
-    output = translate(model, source, lengths)[:, : reference.shape[1]]
+    output = translate(model, source, lengths, width=reference.shape[1])
+    reference = reference.to(output.device)
     real = reference != 0
     correct = (output == reference) | ~real
     return {"exact match": float(correct.all(dim=1).float().mean()),
@@ -415,7 +448,7 @@ TRANSLATOR_RECIPE = {"embed": 64, "hidden": 192, "steps": 600, "batch_size": 64,
 
 def base_translator(task: DateTask) -> tuple[Seq2Seq, dict]:
     """The course's trained :class:`Seq2Seq` for ``task`` (:data:`TRANSLATOR_RECIPE`), trained
-    once deterministically and then loaded from the cache (:func:`nlprune.train.cached_model`)."""
+    once deterministically and then loaded from the cache (:func:`nlprune.cache.cached_model`)."""
     r = TRANSLATOR_RECIPE
     recipe = {"model": "Seq2Seq", **r, "source_vocab": task.source_vocab.itos,
               "target_vocab": task.target_vocab.itos, "train_pairs": len(task.pairs["train"]),

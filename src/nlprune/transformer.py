@@ -51,9 +51,7 @@ class Tokenizer:
     def __init__(self, max_len: int = 128) -> None:
         from tokenizers import Tokenizer as _Tokenizer
 
-        self.max_len = _checks.integer(max_len, "max_len")
-        if self.max_len < 2:
-            raise ValueError(f"max_len must be >= 2, got {max_len!r}")
+        self.max_len = _checks.at_least(max_len, "max_len", 2)
         self.tokenizer = _Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_len)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
@@ -88,9 +86,7 @@ class Tokenizer:
             >>> [(tuple(ids.shape), labels.tolist()) for ids, mask, labels in batches]
             [((2, 6), [1, 1]), ((1, 4), [1])]
         """
-        size = _checks.integer(size, "size")
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size!r}")
+        size = _checks.at_least(size, "size", 1)
         out = []
         for start in range(0, len(examples), size):
             part = examples[start:start + size]
@@ -259,10 +255,11 @@ def _cut_layers(model: MiniLM, keep: Mapping[int, Sequence[int]], size_of: Calla
     new = copy.deepcopy(model)
     pairs = []
     for i, indices in keep.items():
+        i = _checks.integer(i, "keep's layer index")
         if not 0 <= i < len(model.layers):
             raise ValueError(f"keep has layer {i!r}, the model has layers 0..{len(model.layers) - 1}")
         layer = new.layers[i]
-        pairs.append((layer, cut._check_keep(indices, size_of(layer), f"keep[{i}]").sort().values))
+        pairs.append((layer, cut.keep_index(indices, size_of(layer), f"keep[{i}]").sort().values))
     return new, pairs
 
 
@@ -271,9 +268,10 @@ def cut_heads(model: MiniLM, keep: Mapping[int, Sequence[int]]) -> MiniLM:
     """A copy of ``model`` in which layer ``i`` keeps only the heads ``keep[i]`` (layers not in
     ``keep`` are unchanged): the heads' rows of ``W_Q``, ``W_K``, ``W_V`` (and biases) and their
     columns of ``W_O`` are sliced out. It computes what ``model`` computes with those heads'
-    gates set to zero.
+    gates set to zero. The copy, its new gates included, has the model's device and dtype.
 
     Raises:
+        TypeError: a layer index that is not an integer.
         ValueError: a layer index out of range, or an empty / repeated / out-of-range ``keep``.
     """
     new, pairs = _cut_layers(model, keep, lambda layer: layer.heads)
@@ -284,7 +282,7 @@ def cut_heads(model: MiniLM, keep: Mapping[int, Sequence[int]]) -> MiniLM:
         layer.output = cut.cut_linear_inputs(layer.output, rows)
         layer.output.weight.mul_(layer.head_gate[k].repeat_interleave(layer.head_dim))
         layer.heads = len(k)
-        layer.head_gate = nn.Parameter(torch.ones(len(k)), requires_grad=False)
+        layer.head_gate = nn.Parameter(layer.head_gate.new_ones(len(k)), requires_grad=False)
     return new
 
 
@@ -292,14 +290,15 @@ def cut_heads(model: MiniLM, keep: Mapping[int, Sequence[int]]) -> MiniLM:
 def cut_ffn_units(model: MiniLM, keep: Mapping[int, Sequence[int]]) -> MiniLM:
     """A copy of ``model`` in which layer ``i`` keeps only the feed-forward units ``keep[i]``
     (rows of ``W_1`` and its bias, columns of ``W_2``); the same as zeroing the others' gates.
+    The copy has the model's device and dtype.
 
     Raises:
-        ValueError: as :func:`cut_heads`.
+        TypeError, ValueError: as :func:`cut_heads`.
     """
     new, pairs = _cut_layers(model, keep, lambda layer: layer.ffn_in.out_features)
     for layer, k in pairs:
         layer.ffn_in = cut.cut_linear_outputs(layer.ffn_in, k)
         layer.ffn_out = cut.cut_linear_inputs(layer.ffn_out, k)
         layer.ffn_out.weight.mul_(layer.ffn_gate[k])
-        layer.ffn_gate = nn.Parameter(torch.ones(len(k)), requires_grad=False)
+        layer.ffn_gate = nn.Parameter(layer.ffn_gate.new_ones(len(k)), requires_grad=False)
     return new

@@ -1,63 +1,11 @@
-import matplotlib.pyplot as plt
+"""nlprune.measure: counts, sizes, latency (with a fake clock), seeds, tables and text degradation."""
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from nlprune import measure, models, plot
-
-
-def test_classifiers_output_shapes_and_ignore_padding():
-    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 0, 0, 0]])
-    lengths = torch.tensor([3, 2])
-    for m in (models.BowMLP(10), models.RNNClassifier(10, kind="gru"), models.RNNClassifier(10, kind="lstm")):
-        m.eval()
-        out = m(ids, lengths)
-        assert out.shape == (2, 2)
-        # trailing padding must not change the result
-        assert torch.allclose(m(ids[:, :3], lengths), out, atol=1e-6)
-
-
-@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
-def test_rnn_classifier_matches_packed_sequences_and_their_gradients(kind):
-    """The classifier runs its RNN over the padded batch; its vectors and gradients are those of
-    PyTorch's packed sequences, which never see the padding."""
-    torch.manual_seed(0)
-    ids = torch.tensor([[4, 5, 6, 2, 0, 0], [7, 8, 0, 0, 0, 0], [3, 9, 9, 9, 9, 1]])
-    lengths = torch.tensor([4, 2, 6])
-    m = models.RNNClassifier(10, kind=kind, embed_dim=4, hidden=6, num_layers=2)
-    loss = m(ids, lengths).logsumexp(-1).sum()
-    grads = torch.autograd.grad(loss, list(m.parameters()))
-
-    packed = nn.utils.rnn.pack_padded_sequence(m.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
-    _, state = m.rnn(packed)
-    top = (state[0] if kind == "lstm" else state)[-1]
-    torch.testing.assert_close(m.features(ids, lengths), top)
-    reference = torch.autograd.grad(m.out(top).logsumexp(-1).sum(), list(m.parameters()))
-    for g, r in zip(grads, reference):
-        torch.testing.assert_close(g, r)
-
-
-@pytest.mark.parametrize("lengths, match", [([3, 0], "between 1 and 5"), ([3, 6], "between 1 and 5"),
-                                             ([3], "one length per sequence")])
-def test_rnn_classifier_rejects_bad_lengths(lengths, match):
-    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 0, 0, 0]])
-    with pytest.raises(ValueError, match=match):
-        models.RNNClassifier(10)(ids, torch.tensor(lengths))
-
-
-def test_valid_steps():
-    assert models.valid_steps(torch.tensor([2, 1]), 3).tolist() == [[True, True, False], [True, False, False]]
-
-
-def test_rnn_classifier_unknown_kind():
-    with pytest.raises(ValueError, match="kind must be one of"):
-        models.RNNClassifier(10, kind="transformer")
-
-
-def test_language_model_shapes():
-    lm = models.LSTMLanguageModel(30, embed_dim=8, hidden=12)
-    logits, (h, c) = lm(torch.randint(0, 30, (3, 7)))
-    assert logits.shape == (3, 7, 30) and h.shape == (1, 3, 12) and c.shape == (1, 3, 12)
+from nlprune import measure
 
 
 def test_counts_and_sparsity_table():
@@ -82,13 +30,47 @@ def test_size_on_disk_compresses_zeros():
     assert sparse["compressed"] < 0.4 * dense["compressed"]
 
 
-def test_median_latency():
-    t = measure.median_latency(lambda: sum(range(1000)), repeats=5, warmup=1)
-    assert 0 < t < 0.1
-    with pytest.raises(ValueError):
+class FakeClock:
+    """Stands in for ``time.perf_counter``: each timed call of ``fn`` lasts the next of ``durations``
+    seconds, and ``fn`` records whether it ran between the two readings of a timing."""
+
+    def __init__(self, durations):
+        self.durations, self.now, self.readings, self.timing = list(durations), 0.0, 0, False
+
+    def __call__(self):
+        if self.timing:  # the reading after fn: the call took the next duration
+            self.now += self.durations.pop(0)
+        self.timing = not self.timing
+        self.readings += 1
+        return self.now
+
+
+@pytest.mark.parametrize("durations, median", [([5.0, 1.0, 3.0, 2.0, 4.0], 3.0), ([1.0, 4.0, 2.0, 3.0], 2.5)])
+def test_median_latency_is_the_median_of_the_timed_calls(monkeypatch, durations, median):
+    clock = FakeClock(durations)
+    monkeypatch.setattr(measure.time, "perf_counter", clock)
+    calls = []
+    seconds = measure.median_latency(lambda: calls.append((clock.timing, torch.is_inference_mode_enabled())),
+                                     repeats=len(durations), warmup=2)
+    assert seconds == median
+    assert clock.readings == 2 * len(durations) and not clock.durations  # warm-up calls are not timed
+    assert calls == [(False, True)] * 2 + [(True, True)] * len(durations)  # in inference mode
+
+
+def test_median_latency_checks_its_arguments():
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
         measure.median_latency(lambda: None, repeats=0)
-    with pytest.raises(ValueError, match="threads"):
+    with pytest.raises(ValueError, match="warmup must be an integer >= 0"):
+        measure.median_latency(lambda: None, warmup=-1)
+    with pytest.raises(ValueError, match="threads must be None or an integer >= 1"):
         measure.median_latency(lambda: None, threads=0)
+    with pytest.raises(TypeError, match="repeats must be an integer"):
+        measure.median_latency(lambda: None, repeats=2.5)
+    with pytest.raises(TypeError, match="warmup must be an integer"):
+        measure.median_latency(lambda: None, warmup=1.0)
+    with pytest.raises(TypeError, match="threads must be an integer"):
+        measure.median_latency(lambda: None, threads=1.5)
+    assert measure.median_latency(lambda: None, repeats=np.int64(2), warmup=np.int64(0)) >= 0
 
 
 def test_median_latency_sets_and_restores_threads():
@@ -97,10 +79,15 @@ def test_median_latency_sets_and_restores_threads():
     measure.median_latency(lambda: seen.append(torch.get_num_threads()), repeats=2, warmup=0, threads=1)
     assert seen == [1, 1] and torch.get_num_threads() == 2
 
+    def fails():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        measure.median_latency(fails, threads=1)
+    assert torch.get_num_threads() == 2  # restored on the error path too
+
 
 def test_check_timing_prints_a_note_or_raises_when_strict(monkeypatch, capsys):
-    import numpy as np
-
     monkeypatch.delenv("NLPRUNE_STRICT_TIMING", raising=False)
     measure.check_timing(True, "fast")
     assert capsys.readouterr().out == ""
@@ -114,18 +101,6 @@ def test_check_timing_prints_a_note_or_raises_when_strict(monkeypatch, capsys):
         measure.check_timing(1.7, "fast")
     with pytest.raises(TypeError, match="claim"):
         measure.check_timing(True, 3)
-
-
-def test_plots():
-    axes = plot.weight_histograms({"a": torch.randn(100), "b": torch.randn(5, 5)})
-    assert [ax.get_title() for ax in axes] == ["a", "b"]
-    ax = plot.sparsity_accuracy({"x": ([0.5, 0.9], [0.7, 0.6])}, dense=0.75, baseline=0.57)
-    assert ax.get_xlabel().startswith("sparsity") and len(ax.lines) == 3
-    with pytest.raises(ValueError):
-        plot.sparsity_accuracy({"x": ([0.5], [0.7, 0.6])})
-    with pytest.raises(ValueError):
-        plot.weight_histograms({})
-    plt.close("all")
 
 
 def test_seed_summary_groups_and_measures_spread():
@@ -151,23 +126,6 @@ def test_clearly_above_needs_ranges_that_do_not_overlap():
     assert not measure.clearly_above([0.70], [0.80])
     with pytest.raises(ValueError, match="at least one"):
         measure.clearly_above([], [0.5])
-
-
-def test_rnn_classifier_pooling_over_the_sequence_own_steps():
-    torch.manual_seed(0)
-    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 0, 0, 0]])
-    lengths = torch.tensor([3, 2])
-    for pool in ("max", "mean"):
-        m = models.RNNClassifier(10, kind="lstm", embed_dim=4, hidden=6, pool=pool).eval()
-        # the hidden states of each sequence alone, without padding
-        states = [m.rnn(m.embedding(ids[i:i + 1, :n]))[0][0] for i, n in enumerate(lengths.tolist())]
-        expected = torch.stack([s.max(0).values if pool == "max" else s.mean(0) for s in states])
-        assert torch.allclose(m.features(ids, lengths), expected, atol=1e-6)
-        assert torch.allclose(m(ids[:, :3], lengths), m(ids, lengths), atol=1e-6)  # padding ignored
-    last = models.RNNClassifier(10, kind="gru", embed_dim=4, hidden=6).eval()
-    assert last.pool == "last"
-    with pytest.raises(ValueError, match="pool must be one of"):
-        models.RNNClassifier(10, pool="sum")
 
 
 def test_results_table_measures_every_model():
@@ -201,21 +159,12 @@ def test_text_degradation_measures():
         measure.text_degradation(["a", "b"], ["a"], n=3)
 
 
-def test_sample_text_is_seeded_and_checks_input():
-    from nlprune import data
-
-    stream, vocab = data.lm_stream("to be or not to be that is the question", min_freq=1)
-    torch.manual_seed(0)
-    lm = models.LSTMLanguageModel(len(vocab), embed_dim=4, hidden=8)
-    a = models.sample_text(lm, vocab, ["to", "be"], words=12, seed=3)
-    assert a == models.sample_text(lm, vocab, ["to", "be"], words=12, seed=3)
-    assert len(a) == 12 and set(a) <= set(vocab.itos)
-    greedy = models.sample_text(lm, vocab, ["to"], words=5, temperature=1e-4, seed=1)
-    assert greedy == models.sample_text(lm, vocab, ["to"], words=5, temperature=1e-4, seed=2)
-    with pytest.raises(ValueError, match="temperature"):
-        models.sample_text(lm, vocab, ["to"], temperature=0)
-    with pytest.raises(ValueError, match="prompt"):
-        models.sample_text(lm, vocab, [])
+def test_text_degradation_blames_n():
+    with pytest.raises(ValueError, match="^n must be an integer >= 1, got 0"):
+        measure.text_degradation(["a", "b"], ["a"], n=0)
+    with pytest.raises(TypeError, match="^n must be an integer"):
+        measure.text_degradation(["a", "b"], ["a"], n=1.5)
+    assert measure.text_degradation(["a", "b"], ["a"], n=np.int64(1))["copied n-grams"] == 0.5
 
 
 def test_style_results_formats_every_column():
