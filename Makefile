@@ -13,17 +13,15 @@ export NLPRUNE_CACHE ?= $(CURDIR)/.cache/nlprune
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
-# How long idle OpenMP threads of torch spin before they sleep (libgomp, Linux). Measured here on
-# 2 cores, ms per training step of the review LSTM, idle / beside two busy loops:
-#   default (300,000 spins) 32 / 134 (and a starved kernel: a notebook did not finish in 400 s);
-#   OMP_WAIT_POLICY=PASSIVE (0 spins) 61 / 43;   GOMP_SPINCOUNT=10000 25 / 83.
-# 10,000 spins is the fastest on an idle machine and keeps a busy one usable; every Jupyter
-# kernel the targets start inherits it. (macOS builds of torch use LLVM's libomp, which ignores it.)
+# How long torch's idle OpenMP threads spin before they sleep (libgomp): 10,000 spins is the
+# fastest on an idle machine and keeps a busy one usable, where the default (300,000) can starve
+# a kernel (measured in book/reproducibility.md). Every kernel the targets start inherits it;
+# macOS builds of torch use LLVM's libomp, which ignores it.
 export GOMP_SPINCOUNT ?= 10000
 # How many notebooks `make notebooks` runs at once (pytest-xdist).
 WORKERS ?= 2
 
-.PHONY: install book test unit notebooks html check-html check-browser execute bench labs grade clean
+.PHONY: install book test unit notebooks durations html check-html check-browser execute bench labs grade clean
 
 install: $(STAMP)
 
@@ -49,12 +47,13 @@ check-html: html
 	$(BIN)/python -m pytest tests/html
 
 # Every page in headless Chromium with the network blocked, at 1280 px and 390 px: no console
-# errors, maths typeset, the phone menu opens. Skipped with a message where no Chromium is installed.
+# errors, maths typeset, the menu button works, nothing wider than the column. Playwright drives
+# the installed Chromium (nothing downloaded); skipped with a message where there is none.
 check-browser: html
-	$(BIN)/python tools/check_browser.py
+	$(BIN)/python -m tools.check_browser
 
-# Unit tests and the docstring examples of nlprune (doctests). (Two workers here measured 133 s
-# against 128-154 s for one: the labs test, 107 s in one file, is the long pole.)
+# Unit tests and the docstring examples of nlprune (doctests), in one process: the labs test, the
+# longest file, takes most of the time, so workers would not shorten it.
 UNIT_PATHS := --ignore=tests/html tests src/nlprune
 unit: $(STAMP)
 	$(BIN)/python -m pytest $(UNIT_PATHS)
@@ -64,9 +63,9 @@ unit: $(STAMP)
 # busy machine, a kernel may take 3 minutes to start, and conftest.py lets a cell's output
 # arrive up to 2 minutes after the kernel's reply (nbval's fixed default is 5 s).
 # Two notebooks run at once (pytest-xdist, a whole notebook per worker), each kernel on one
-# thread of torch (NLPRUNE_THREADS, see nlprune.train.reproducible) and of TensorFlow. Measured
-# on 2 cores: chapters 3 and 4 side by side on one thread each took 158 s, one after the other on
-# two threads each 282 s. The longest start first (conftest.py). WORKERS=1 runs them one at a time.
+# thread of torch (NLPRUNE_THREADS, see nlprune.train.reproducible) and of TensorFlow: on two
+# cores that is faster than one at a time on two threads, because a small LSTM keeps a second
+# thread half idle. The longest start first (conftest.py). WORKERS=1 runs them one at a time.
 POOL := NLPRUNE_PROGRESS=0 NLPRUNE_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 --nbval-kernel-startup-timeout=180
@@ -74,14 +73,15 @@ notebooks: $(STAMP)
 	$(POOL) $(NBVAL_FLAGS) notebooks
 
 # The unit tests join the notebooks' pool, after them: they fill the minutes in which one worker
-# would wait for the other's last notebook. Measured on a fresh clone: 1,572 s for both, against
-# 163 s + 1,642 s one after the other (later runs of the same work: 1,835 s and 1,862 s, this
-# machine's speed varies). With nlprune 0.2, whose RNN classifier trains twice as fast, the pool
-# took 1,172 s and 1,312 s, and the whole `make test` on a fresh clone, installation included,
-# 1,292 s and 1,438 s in two runs.
+# would wait for the other's last notebook.
 test: $(STAMP)
 	$(POOL) $(NBVAL_FLAGS) $(UNIT_PATHS) notebooks
 	$(MAKE) check-html
+
+# The pool of `make test`, recording the seconds each file took in tests/durations.json, which
+# orders the pool (longest first, conftest.py). Commit the file after a run that passed.
+durations: $(STAMP)
+	$(POOL) $(NBVAL_FLAGS) --store-durations $(UNIT_PATHS) notebooks
 
 # For authors: run every notebook top to bottom and store its outputs (without progress bars),
 # then drop TensorFlow's start-up messages from the cells tagged remove-stderr. A timing claim of
@@ -89,25 +89,25 @@ test: $(STAMP)
 execute: $(STAMP)
 	cd notebooks && for nb in *.ipynb; do \
 	  NLPRUNE_PROGRESS=0 NLPRUNE_STRICT_TIMING=1 ../$(BIN)/jupyter execute --inplace --timeout=600 "$$nb" || exit 1; done
-	$(BIN)/python tools/drop_startup_noise.py notebooks/*.ipynb
+	$(BIN)/python -m tools.drop_startup_noise notebooks/*.ipynb
 
 # Run times of every notebook from an empty model cache and with a warm one, against the budgets
 # (3 min per notebook, 20 min for the course). Writes book/_generated/bench.md for the
 # reproducibility appendix; exits non-zero when a budget is exceeded. Never part of `make test`.
 bench: $(STAMP)
-	$(BIN)/python tools/bench.py
+	$(BIN)/python -m tools.bench
 
-# The classroom kit (tools/labs.py, nbgrader): one student lab per chapter of the table of
+# The classroom kit (tools.labs, nbgrader): one student lab per chapter of the table of
 # contents, written to $(LABS); and the grading of a folder of completed labs,
 # SUBMISSIONS/<student>/<lab>.ipynb, to $(GRADES)/grades.csv (per check) and summary.csv.
 LABS   ?= _build/labs
 GRADES ?= _build/grades
 labs: $(STAMP)
-	$(BIN)/python tools/labs.py build $(LABS)
+	$(BIN)/python -m tools.labs build $(LABS)
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-of-student-folders"; exit 2; }
-	$(BIN)/python tools/labs.py grade $(SUBMISSIONS) $(GRADES)
+	$(BIN)/python -m tools.labs grade $(SUBMISSIONS) $(GRADES)
 
 clean:
 	rm -rf _build .cache

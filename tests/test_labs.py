@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tools import labs
+from tools.toc import toc_notebooks
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import labs  # noqa: E402
-from toc import toc_notebooks  # noqa: E402
 
 # The planted bug: soft thresholding at 2 * lam instead of lam (chapter 4).
 BUGGY_LAB, BUGGY_CHECK = "lab04_l1_l2", "check_prox_l1"
@@ -140,7 +140,7 @@ def filled_in(release: dict, source: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def graded(built, tmp_path_factory) -> tuple[Path, list[dict]]:
-    """Four made-up students graded with `tools/labs.py grade` (what `make grade` runs):
+    """Four made-up students graded with `python -m tools.labs grade` (what `make grade` runs):
     `given` hands in the labs untouched, `ada` the reference solutions, `bob` the reference
     solutions with one planted bug, `eve` the untouched labs with every check replaced by
     `pass`."""
@@ -160,7 +160,7 @@ def graded(built, tmp_path_factory) -> tuple[Path, list[dict]]:
             (submissions / student).mkdir(exist_ok=True)
             (submissions / student / f"{name}.ipynb").write_text(text)
     out = tmp_path_factory.mktemp("grades")
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "labs.py"), "grade",
+    run = subprocess.run([sys.executable, "-m", "tools.labs", "grade",
                           str(submissions), str(out)], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "per check:" in run.stdout

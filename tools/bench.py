@@ -19,7 +19,7 @@ the clock. The notebooks run with ``NLPRUNE_STRICT_TIMING=1``, so the text's cla
 measured time (:func:`nlprune.measure.check_timing`) must hold on this machine too: a notebook
 whose claim fails stops the benchmark with its error.
 
-Usage: ``python tools/bench.py [notebook ...]`` (default: every notebook in ``_toc.yml``).
+Usage: ``python -m tools.bench [notebook ...]`` (default: every notebook in ``_toc.yml``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from toc import toc_notebooks  # tools/toc.py, beside this script
+
+from .toc import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_BUDGET = 180.0  # seconds per notebook on 2 CPU cores

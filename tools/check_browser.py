@@ -5,33 +5,28 @@ every host name unresolvable (so any request to the internet fails and is report
 
 * no console error, uncaught exception or failed request;
 * the maths is typeset (MathJax left no raw ``\\(``/``\\[`` in the text);
-* on the phone, the menu button opens the chapter list; on the desktop, it hides the sidebar;
+* on the phone, the menu button opens the chapter list; on the desktop, it hides the sidebar
+  (clicked with the mouse, so a button covered by something else fails);
 * on the desktop, no code cell, text output or display equation is wider than the column
   (a reader would have to scroll it sideways; tables of numbers may scroll).
 
 Screenshots of the start page (phone, menu open) and of chapters 4 and 5 (desktop) are saved in
-``_build/browser/`` to be looked at. The browser is driven over the Chrome DevTools Protocol
-with tornado's websocket client. Where no Chromium is installed, the check is skipped with a
-message (exit 0); install Debian's ``chromium`` package to run it.
+``_build/browser/`` to be looked at. Playwright drives the Chromium installed on the machine
+(Debian's ``chromium`` package): its wheel carries its own driver, so nothing is downloaded, and
+``playwright install`` is never needed. Where no Chromium is installed, the check is skipped with
+a message (exit 0).
 
-Usage: ``python tools/check_browser.py [page.html ...]`` (default: every page).
+Usage: ``python -m tools.check_browser [page.html ...]`` (default: every page).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from tornado.websocket import websocket_connect
+from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -40,10 +35,19 @@ VIEWPORTS = {"desktop": (1280, 800, False), "phone": (390, 844, True)}
 BROWSERS = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
 SHOT_PAGES = {"index.html": "phone", "notebooks/04_l1_l2.html": "desktop",
               "notebooks/05_cutting.html": "desktop"}
+# Headless, offline: every host name unresolvable; no background requests of Chromium's own.
+CHROMIUM_FLAGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--host-resolver-rules=MAP * ~NOTFOUND",
+                  "--allow-file-access-from-files"]
+LOAD_TIMEOUT_MS = 20_000
+MATHJAX_MS = 1_000  # MathJax typesets after the load event
+MENU_MS = 800  # the sidebar's transition after a click
+# The theme may render more than one button with these classes: the visible one is clicked.
+MENU_BUTTONS = '.primary-toggle, label[for="__primary"], button.sidebar-toggle'
 
-# The visible sidebar toggle (the theme may render more than one button with the class).
+# Where the primary sidebar is, and whether a reader sees it.
 _MENU_STATE = """
-(() => {
+() => {
   const sidebar = document.querySelector('#pst-primary-sidebar, .bd-sidebar-primary');
   if (!sidebar) return {error: 'no primary sidebar'};
   const r = sidebar.getBoundingClientRect();
@@ -52,20 +56,10 @@ _MENU_STATE = """
                   && r.right > 50 && r.left < window.innerWidth - 50;
   const links = sidebar.querySelectorAll('a.reference.internal').length;
   return {visible, links, left: r.left, width: r.width};
-})()
-"""
-_CLICK_MENU = """
-(() => {
-  const buttons = [...document.querySelectorAll('.primary-toggle, label[for="__primary"], '
-                                                + 'button.sidebar-toggle')];
-  const shown = buttons.filter(b => b.offsetParent !== null && b.getBoundingClientRect().width > 0);
-  if (!shown.length) return 'no visible menu button';
-  shown[0].click();
-  return 'clicked ' + (shown[0].className || shown[0].tagName);
-})()
+}
 """
 _RAW_MATH = """
-(() => {
+() => {
   const article = document.querySelector('article') || document.body;
   const clone = article.cloneNode(true);
   clone.querySelectorAll('pre, code, script, style, mjx-container').forEach(e => e.remove());
@@ -73,89 +67,12 @@ _RAW_MATH = """
   const raw = (text.match(/\\\\\\(|\\\\\\[|\\$\\$/g) || []).length;
   return {raw, typeset: document.querySelectorAll('mjx-container').length,
           mathjax: typeof window.MathJax !== 'undefined'};
-})()
+}
 """
-
-
-def find_browser() -> str | None:
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Page:
-    """One browser tab, driven over the DevTools protocol."""
-
-    def __init__(self, ws) -> None:
-        self.ws, self.next_id, self.events = ws, 0, []
-
-    async def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        my_id = self.next_id
-        await self.ws.write_message(json.dumps({"id": my_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await self.ws.read_message())
-            if msg.get("id") == my_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    async def evaluate(self, expression: str):
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                                 awaitPromise=True)
-        return result.get("result", {}).get("value")
-
-    async def drain(self, seconds: float) -> None:
-        """Collect events for ``seconds`` (console messages, exceptions, load events)."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            try:
-                msg = await asyncio.wait_for(self.ws.read_message(), timeout=left)
-            except asyncio.TimeoutError:
-                return
-            self.events.append(json.loads(msg))
-
-    async def load(self, url: str) -> None:
-        self.events.clear()
-        await self.call("Page.navigate", url=url)
-        end = time.monotonic() + 20
-        while time.monotonic() < end and not any(e.get("method") == "Page.loadEventFired"
-                                                 for e in self.events):
-            await self.drain(0.2)
-        await self.drain(1.0)  # MathJax typesets after the load event
-
-    def errors(self) -> list[str]:
-        found = []
-        for e in self.events:
-            method, params = e.get("method"), e.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                details = params.get("exceptionDetails", {})
-                found.append("exception: " + details.get("exception", {}).get("description", details.get("text", "")))
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                found.append("console.error: " + " ".join(str(a.get("value", a.get("description", "")))
-                                                          for a in params.get("args", [])))
-            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-                entry = params["entry"]
-                found.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}")
-        return found
-
-    async def screenshot(self, path: Path) -> None:
-        data = await self.call("Page.captureScreenshot", format="png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data["data"]))
 
 # Code, text outputs and display equations wider than their column at the desktop width.
 _OVERFLOW = """
-(() => {
+() => {
   const wide = [];
   const article = document.querySelector('article') || document.body;
   const longest = e => (e.innerText || e.textContent || '').split('\\n')
@@ -173,89 +90,111 @@ _OVERFLOW = """
       wide.push(`equation ${width}>${e.clientWidth}px: ${(e.getAttribute('aria-label') || '').slice(0, 70)}`);
   });
   return wide;
-})()
+}
 """
 
 
-async def check(browser: str, pages: list[Path]) -> list[str]:
-    port = free_port()
-    profile = tempfile.mkdtemp(prefix="nlprune-chromium-")
-    proc = subprocess.Popen(
-        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--host-resolver-rules=MAP * ~NOTFOUND", f"--remote-debugging-port={port}",
-         "--allow-file-access-from-files", f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    problems: list[str] = []
-    try:
-        targets = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=1) as r:
-                    targets = [t for t in json.load(r) if t.get("type") == "page"]
-                if targets:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        if not targets:
-            return ["Chromium did not start (no DevTools page target)"]
-        ws = await websocket_connect(targets[0]["webSocketDebuggerUrl"], max_message_size=64 * 2**20)
-        page = Page(ws)
-        for domain in ("Page", "Runtime", "Log"):
-            await page.call(f"{domain}.enable")
-        for view, (width, height, mobile) in VIEWPORTS.items():
-            await page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                            deviceScaleFactor=1, mobile=mobile)
-            for path in pages:
-                name = path.relative_to(HTML).as_posix()
-                await page.load(path.as_uri())
-                where = f"{view} {name}"
-                problems += [f"{where}: {e}" for e in page.errors()]
-                math = await page.evaluate(_RAW_MATH)
-                if math and math["raw"]:
-                    problems.append(f"{where}: {math['raw']} raw TeX delimiters left in the text")
-                if view == "desktop":
-                    wide = await page.evaluate(_OVERFLOW)
-                    problems += [f"{where}: wider than the column: {w}" for w in wide or []]
-                if SHOT_PAGES.get(name) == view and view == "desktop":
-                    await page.screenshot(SHOTS / f"{view}-{path.stem}.png")
-            problems += await check_menu(page, view)
-        ws.close()
-    finally:
-        proc.terminate()
+def find_browser() -> str | None:
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class Tab:
+    """One page at one viewport, with the errors it reported since it last loaded."""
+
+    def __init__(self, browser: Browser, width: int, height: int, mobile: bool) -> None:
+        context = browser.new_context(viewport={"width": width, "height": height},
+                                      device_scale_factor=1, is_mobile=mobile)
+        self.page: Page = context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(
+            f"exception: {error.stack or error.message}"))
+        self.page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        # console.error and console.assert calls, and the browser's own error log (a failed
+        # request: "Failed to load resource: net::ERR_NAME_NOT_RESOLVED", with its URL)
+        if message.type in ("error", "assert"):
+            url = message.location.get("url", "")
+            self.errors.append(f"console.{message.type}: {message.text} {url}".rstrip())
+
+    def load(self, path: Path) -> None:
+        self.errors.clear()
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+            self.page.goto(path.as_uri(), wait_until="load", timeout=LOAD_TIMEOUT_MS)
+        except PlaywrightTimeout:
+            self.errors.append(f"not loaded within {LOAD_TIMEOUT_MS / 1000:.0f} s")
+        self.page.wait_for_timeout(MATHJAX_MS)
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=path)
+
+
+def check(browser_path: str, pages: list[Path]) -> list[str]:
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        # Playwright hides scrollbars in headless mode; a reader's browser shows them.
+        browser = playwright.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS,
+                                             ignore_default_args=["--hide-scrollbars"])
+        try:
+            for view, (width, height, mobile) in VIEWPORTS.items():
+                tab = Tab(browser, width, height, mobile)
+                for path in pages:
+                    name = path.relative_to(HTML).as_posix()
+                    tab.load(path)
+                    where = f"{view} {name}"
+                    problems += [f"{where}: {e}" for e in tab.errors]
+                    math = tab.page.evaluate(_RAW_MATH)
+                    if math and math["raw"]:
+                        problems.append(f"{where}: {math['raw']} raw TeX delimiters left in the text")
+                    if view == "desktop":
+                        wide = tab.page.evaluate(_OVERFLOW)
+                        problems += [f"{where}: wider than the column: {w}" for w in wide or []]
+                    if SHOT_PAGES.get(name) == view and view == "desktop":
+                        tab.screenshot(SHOTS / f"{view}-{path.stem}.png")
+                problems += check_menu(tab, view)
+                tab.page.context.close()
+        finally:
+            browser.close()
     return problems
 
 
-async def check_menu(page: Page, view: str) -> list[str]:
+def check_menu(tab: Tab, view: str) -> list[str]:
     """The menu button: on a phone it must open the chapter list, on a desktop hide the sidebar."""
     problems = []
     for name in ("index.html", "notebooks/02_magnitude_pruning.html"):
-        await page.load((HTML / name).as_uri())
-        before = await page.evaluate(_MENU_STATE)
-        clicked = await page.evaluate(_CLICK_MENU)
-        await page.drain(0.8)
-        after = await page.evaluate(_MENU_STATE)
+        tab.load(HTML / name)
         where = f"{view} {name}: menu button"
-        if not str(clicked).startswith("clicked"):
-            problems.append(f"{where}: {clicked}")
+        before = tab.page.evaluate(_MENU_STATE)
+        buttons = tab.page.locator(MENU_BUTTONS).filter(visible=True)
+        if buttons.count() == 0:
+            problems.append(f"{where}: no visible menu button")
             continue
+        loaded = len(tab.errors)  # the page's own errors are reported by `check`
+        try:
+            buttons.first.click(timeout=5_000)
+        except PlaywrightTimeout as error:
+            problems.append(f"{where}: not clickable ({error.message.splitlines()[0]})")
+            continue
+        tab.page.wait_for_timeout(MENU_MS)
+        after = tab.page.evaluate(_MENU_STATE)
         if view == "phone":
             if before.get("visible"):
                 problems.append(f"{where}: the sidebar covers the page before the menu is opened")
             if not (after.get("visible") and after.get("links", 0) >= 6):
                 problems.append(f"{where} did not open the chapter list ({after})")
             elif name == "index.html":
-                await page.screenshot(SHOTS / "phone-menu-open.png")
+                tab.screenshot(SHOTS / "phone-menu-open.png")
         else:
             if not before.get("visible"):
                 problems.append(f"{where}: the sidebar is not shown on the desktop ({before})")
             if after.get("visible"):
                 problems.append(f"{where} did not hide the sidebar ({after})")
+        problems += [f"{where}: {e}" for e in tab.errors[loaded:]]  # raised by the click
     return problems
 
 
@@ -270,7 +209,7 @@ def main(argv: list[str]) -> int:
         return 1
     pages = [Path(a).resolve() for a in argv] or sorted(
         p for p in HTML.rglob("*.html") if not ({"_static", "_sources"} & set(p.parts)))
-    problems = asyncio.run(check(browser, pages))
+    problems = check(browser, pages)
     for p in problems:
         print("FAIL", p)
     print(f"check-browser: {len(pages)} pages x {len(VIEWPORTS)} widths with {Path(browser).name}, "

@@ -7,7 +7,7 @@ warns about deprecated ``torch.compile`` registrations). The cells where that ha
 ``remove-stderr``, which hides them in the book; this removes them from the stored notebooks
 too, so a reader who opens a notebook in Jupyter does not see them either. Nothing else changes.
 
-Usage: ``python tools/drop_startup_noise.py notebook.ipynb [...]``
+Usage: ``python -m tools.drop_startup_noise notebook.ipynb [...]``
 """
 
 import sys

@@ -16,8 +16,8 @@ experiments. Hidden exercise solutions (``{solution}`` blocks) are left out.
 The labs and the grading use nbgrader (``generate_assignment``, ``autograde`` and its sqlite
 gradebook): no server, no network.
 
-    python tools/labs.py build OUT            # OUT/<lab>.ipynb, one lab per chapter of the toc
-    python tools/labs.py grade SUBMISSIONS OUT
+    python -m tools.labs build OUT            # OUT/<lab>.ipynb, one lab per chapter of the toc
+    python -m tools.labs grade SUBMISSIONS OUT
 
 ``SUBMISSIONS`` holds one folder per student with the student's completed labs,
 ``SUBMISSIONS/<student>/<lab>.ipynb``; ``grade`` writes ``OUT/grades.csv`` (student, lab, check,
@@ -40,8 +40,7 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toc import ROOT, entry_files  # noqa: E402
+from .toc import ROOT, entry_files
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 PREAMBLE = """\

@@ -1,6 +1,6 @@
-"""The pages of the book in reading order, read from ``_toc.yml`` (used by ``tools/bench.py``
-and ``tests/html``): chapters still being written stay out of ``_toc.yml``, so the table of
-contents, not the folders, says what the book is."""
+"""The pages of the book in reading order, read from ``_toc.yml`` (used by ``tools.bench``,
+``tools.labs`` and the tests): chapters still being written stay out of ``_toc.yml``, so the
+table of contents, not the folders, says what the book is."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import _checks
-from .data import Example
+from .data import Example, Splits
 
 __all__ = ["ngrams", "NgramVocab", "LinearNgramClassifier", "fit_ngram_baseline"]
 
@@ -106,7 +106,7 @@ def _subset(data: tuple[torch.Tensor, ...], rows: torch.Tensor) -> tuple[torch.T
     return torch.cat(pieces), torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])
 
 
-def fit_ngram_baseline(splits, tokenize: Callable[[str], list[str]], *, orders: Iterable[int] = (1, 2),
+def fit_ngram_baseline(splits: Splits, tokenize: Callable[[str], list[str]], *, orders: Iterable[int] = (1, 2),
                        min_freq: int = 2, l2_strengths: Sequence[float] = (0.0, 1e-5, 1e-4),
                        epochs: int = 5, lr: float = 0.02, batch_size: int = 64, seed: int = 0) -> dict:
     """Train the n-gram logistic regression on ``splits.train`` and report it.

@@ -42,6 +42,12 @@ __all__ = [
     "cut_model_hidden",
 ]
 
+Indices = Sequence[int] | torch.Tensor | np.ndarray
+"""Unit indices: a sequence of integers, an integer tensor or an integer NumPy array."""
+Keep = Indices | Sequence[Indices]
+"""Unit indices for every layer, or one set of indices per layer of a stack."""
+
+
 def keep_index(keep: Sequence[int] | torch.Tensor | np.ndarray, size: int, name: str = "keep",
                device: torch.device | str | None = None) -> torch.Tensor:
     """``keep`` as a 1-D long tensor of distinct unit indices in ``range(size)``, on ``device``.
@@ -71,7 +77,7 @@ def unit_rows(keep: torch.Tensor, hidden: int, gates: int) -> torch.Tensor:
     return torch.cat([g * hidden + keep for g in range(gates)])
 
 
-def _per_layer_keep(rnn: nn.Module, keep) -> list[torch.Tensor]:
+def _per_layer_keep(rnn: nn.RNNBase, keep: Keep) -> list[torch.Tensor]:
     """One index tensor per layer: ``keep`` itself for every layer, or a list with one per layer."""
     nested = (not isinstance(keep, (torch.Tensor, np.ndarray)) and len(keep) > 0
               and isinstance(keep[0], (Sequence, torch.Tensor, np.ndarray)))
@@ -87,7 +93,7 @@ def _per_layer_keep(rnn: nn.Module, keep) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def cut_rnn_hidden(rnn: nn.Module, keep) -> nn.Module:
+def cut_rnn_hidden(rnn: nn.RNNBase, keep: Keep) -> nn.RNNBase:
     """A new ``nn.RNN``/``nn.GRU``/``nn.LSTM`` with ``hidden_size == len(keep)``.
 
     ``keep`` lists the hidden units to keep, in the order they should appear. For a stack of
@@ -111,7 +117,7 @@ def cut_rnn_hidden(rnn: nn.Module, keep) -> nn.Module:
             lists differ in length or number; bidirectional layers and projections.
 
     Example:
-        >>> torch.manual_seed(0) and None
+        >>> _ = torch.manual_seed(0)
         >>> lstm = nn.LSTM(3, 4, bias=False)
         >>> small = cut_rnn_hidden(lstm, [0, 3])
         >>> small
@@ -277,7 +283,7 @@ def structured_masks(model: nn.Module, keep: Sequence[int] | torch.Tensor) -> di
     return masks
 
 
-def cut_model_hidden(model: nn.Module, keep) -> nn.Module:
+def cut_model_hidden(model: nn.Module, keep: Keep) -> nn.Module:
     """A copy of ``model`` with only the hidden units in ``keep``: its ``rnn`` is cut by
     :func:`cut_rnn_hidden` and its ``out`` layer loses the matching inputs (those of the top
     layer's ``keep``). The original model is left unchanged; the copy keeps its training mode

@@ -21,6 +21,7 @@ import bz2
 import csv
 import importlib.util
 import io
+import os
 import random
 import re
 from collections import Counter
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import _checks
 
 __all__ = [
+    "hub_offline",
     "PAD",
     "UNK",
     "Example",
@@ -75,6 +77,19 @@ class Splits:
     train: list
     valid: list
     test: list
+
+
+def hub_offline() -> None:
+    """Switch the Hugging Face hub off for this process: ``HF_HUB_OFFLINE=1`` and
+    ``TRANSFORMERS_OFFLINE=1``, whatever the reader's shell says.
+
+    The course never downloads anything at run time (its models ship inside packages), so
+    :mod:`nlprune.transformer` and :mod:`nlprune.llm` call this when they are imported, before
+    anything imports ``transformers`` or ``huggingface_hub``. It is a deliberate, documented
+    global effect: a download attempted later in the same process fails instead of fetching.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 def package_data_dir(package: str, *parts: str) -> Path:

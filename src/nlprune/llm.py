@@ -17,20 +17,22 @@ Importing this module switches the Hugging Face hub offline.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # never reach the hub, whatever the reader's shell says
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+from . import _checks
+from .data import hub_offline, package_data_dir
 
-from . import _checks  # noqa: E402
-from .data import package_data_dir  # noqa: E402
+if TYPE_CHECKING:  # transformers is imported only where a tokenizer is built
+    from transformers import PreTrainedTokenizerBase
+
+hub_offline()  # before anything imports transformers or huggingface_hub
 
 __all__ = ["GGUF_FILE", "gguf_path", "LlamaConfig", "read_gguf", "Block", "Llama", "load_smollm2",
            "load_tokenizer", "token_windows", "perplexity"]
@@ -215,7 +217,7 @@ def load_smollm2(path: str | Path | None = None) -> Llama:
     return model.eval()
 
 
-def load_tokenizer(path: str | Path | None = None):
+def load_tokenizer(path: str | Path | None = None) -> PreTrainedTokenizerBase:
     """The model's byte-level BPE tokenizer, built by ``transformers`` from the GGUF file."""
     from transformers import AutoTokenizer
 

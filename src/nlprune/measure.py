@@ -191,7 +191,7 @@ def results_table(models: Mapping[str, nn.Module], run: Callable[[nn.Module], ob
         ValueError: no models, or ``metric`` does not have exactly the names of ``models``.
 
     Example:
-        >>> torch.manual_seed(0) and None
+        >>> _ = torch.manual_seed(0)
         >>> small, large = nn.Linear(4, 2), nn.Linear(4, 8)
         >>> x = torch.ones(1, 4)
         >>> table = results_table({"small": small, "large": large}, lambda m: m(x),

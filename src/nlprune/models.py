@@ -7,11 +7,15 @@ so the same training loop serves all of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from . import _checks
+
+if TYPE_CHECKING:  # for the type hints only: nlprune.data does not import this module
+    from .data import Vocab
 
 __all__ = ["BowMLP", "RNNClassifier", "LSTMLanguageModel", "sample_text", "valid_steps", "gate_count",
            "unit_layers"]
@@ -120,7 +124,7 @@ class LSTMLanguageModel(nn.Module):
 
 
 @torch.no_grad()
-def sample_text(model: LSTMLanguageModel, vocab, prompt: Sequence[str], *, words: int = 30,
+def sample_text(model: LSTMLanguageModel, vocab: Vocab, prompt: Sequence[str], *, words: int = 30,
                 temperature: float = 0.8, seed: int = 0) -> list[str]:
     """Generate ``words`` tokens after ``prompt`` by sampling from ``softmax(logits / temperature)``.
 
@@ -168,7 +172,7 @@ def sample_text(model: LSTMLanguageModel, vocab, prompt: Sequence[str], *, words
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
 
-def gate_count(rnn: nn.Module) -> int:
+def gate_count(rnn: nn.RNNBase) -> int:
     """Number of gate blocks stacked in the weights: 1 (``nn.RNN``), 3 (``nn.GRU``), 4 (``nn.LSTM``).
 
     Raises:

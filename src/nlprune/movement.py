@@ -119,7 +119,7 @@ class MovementPruner:
             ``nn.Linear``, or a bad schedule.
 
     Example:
-        >>> torch.manual_seed(0) and None
+        >>> _ = torch.manual_seed(0)
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
         >>> pruner = MovementPruner(model, ["0.weight"], final=0.75, begin=0, end=10)
         >>> pruner(10)

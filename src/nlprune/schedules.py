@@ -103,7 +103,7 @@ class GradualPruner:
         RuntimeError: (when called) a weight pruned at an earlier update is no longer zero.
 
     Example:
-        >>> torch.manual_seed(0) and None
+        >>> _ = torch.manual_seed(0)
         >>> layer = nn.Linear(10, 10)
         >>> pruner = GradualPruner(layer, final=0.5, begin=2, end=7, frequency=2)
         >>> for step in range(9):
@@ -118,10 +118,11 @@ class GradualPruner:
 
         >>> with torch.no_grad():
         ...     _ = layer.weight.add_(1.0)   # what an optimizer step without the masks does
-        >>> pruner(7)
-        Traceback (most recent call last):
-        ...
-        RuntimeError: the masks of this GradualPruner did not hold between its updates: weight: 50 of 50 pruned entries are nonzero. Hand the pruner to the training loop once, fit(..., pruner=pruner), or re-apply pruner.masks after every optimizer step.
+        >>> try:
+        ...     pruner(7)
+        ... except RuntimeError as error:
+        ...     print(str(error)[:89])
+        the masks of this GradualPruner did not hold between its updates: weight: 50 of 50 pruned
 
     Per-tensor targets (``history`` then records the overall target, weighted by the tensors'
     sizes):

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # never reach the hub, whatever the reader's shell says
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+from . import _checks, cut
+from .data import Example, hub_offline, package_data_dir
 
-from . import _checks, cut  # noqa: E402
-from .data import Example, package_data_dir  # noqa: E402
+hub_offline()  # before anything imports transformers or huggingface_hub
 
 __all__ = ["model_dir", "Tokenizer", "Layer", "MiniLM", "load_minilm", "mean_pool", "head_importance",
            "ffn_importance", "head_weight_norms", "cut_heads", "cut_ffn_units"]
