@@ -1,3 +1,4 @@
+import math
 """nlprune.measure: counts, sizes, latency (with a fake clock), seeds, tables and text degradation."""
 
 import numpy as np
@@ -172,3 +173,29 @@ def test_style_results_formats_every_column():
                                   {"m": 0.123456}, repeats=2)
     html = measure.style_results(table, digits=3).to_html()
     assert "3,001" in html and "0.123" in html and "0.1235" not in html
+
+
+def test_paired_comparison_against_a_hand_computed_case():
+    # 100 examples: both right on 70, both wrong on 18, A alone right on 10, B alone right on 2
+    a = [True] * 70 + [False] * 18 + [True] * 10 + [False] * 2
+    b = [True] * 70 + [False] * 18 + [False] * 10 + [True] * 2
+    r = measure.paired_comparison(a, torch.tensor(b))
+    assert (r["n"], r["a_only"], r["b_only"]) == (100, 10, 2)
+    assert r["accuracy_a"] == pytest.approx(0.80) and r["accuracy_b"] == pytest.approx(0.72)
+    assert r["difference"] == pytest.approx(0.08)
+    # d = +1 on 10 examples, -1 on 2, 0 on 88: mean 0.08, sample variance (12 - 100 * 0.08**2) / 99
+    assert r["se_difference"] == pytest.approx(math.sqrt((12 - 100 * 0.08 ** 2) / 99 / 100))
+    # McNemar, exact: 2 * P[Binomial(12, 1/2) <= 2] = 2 * (1 + 12 + 66) / 4096
+    assert r["p_mcnemar"] == pytest.approx(2 * 79 / 4096)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert r["p_mcnemar"] == pytest.approx(scipy_stats.binomtest(2, 12, 0.5).pvalue)
+    # pairing helps: the two models agree on 88 of 100 examples
+    assert r["se_difference"] < r["se_unpaired"]
+
+
+def test_paired_comparison_checks_its_input():
+    assert measure.paired_comparison([True, False], [True, False])["p_mcnemar"] == 1.0  # no discordant pair
+    with pytest.raises(ValueError, match="equal length"):
+        measure.paired_comparison([True, False], [True])
+    with pytest.raises(TypeError, match="booleans"):
+        measure.paired_comparison([0.5, 1.0], [1.0, 1.0])

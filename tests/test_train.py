@@ -245,3 +245,15 @@ def test_evaluate_refuses_an_empty_loader():
     model = RNNClassifier(10, kind="gru", embed_dim=4, hidden=4)
     with pytest.raises(ValueError, match="no example"):
         train.evaluate(model, DataLoader([], batch_size=4, collate_fn=data.collate_padded))
+
+
+def test_correct_predictions_are_the_examples_evaluate_counts(toy_loaders):
+    _, ordered = toy_loaders
+    torch.manual_seed(0)
+    model = RNNClassifier(10, kind="gru", embed_dim=4, hidden=4)
+    right = train.correct_predictions(model, ordered)
+    assert right.dtype == torch.bool and right.numel() == len(ordered.dataset)
+    assert right.float().mean().item() == pytest.approx(train.evaluate(model, ordered)["accuracy"])
+    labels = torch.tensor([label for _, label in ordered.dataset])
+    predicted = torch.cat([model(ids, lengths).argmax(-1) for ids, lengths, _ in ordered])
+    assert torch.equal(right, predicted == labels)

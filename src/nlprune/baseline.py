@@ -91,10 +91,15 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _accuracy(model: LinearNgramClassifier, data: tuple[torch.Tensor, ...]) -> float:
+def _correct(model: LinearNgramClassifier, data: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """One boolean per text: the prediction is right."""
     ids, offsets, labels = data
     with torch.no_grad():
-        return (model(ids, offsets).argmax(-1) == labels).float().mean().item()
+        return model(ids, offsets).argmax(-1) == labels
+
+
+def _accuracy(model: LinearNgramClassifier, data: tuple[torch.Tensor, ...]) -> float:
+    return _correct(model, data).float().mean().item()
 
 
 def _subset(data: tuple[torch.Tensor, ...], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +128,10 @@ def fit_ngram_baseline(splits: Splits, tokenize: Callable[[str], list[str]], *, 
         epochs, lr, batch_size, seed: training settings.
 
     Returns:
-        A dict with ``valid_accuracy``, ``test_accuracy``, the chosen ``l2``, the number of
-        n-gram features ``features`` and of parameters ``parameters``, and the ``model``.
+        A dict with ``valid_accuracy``, ``test_accuracy``, ``test_correct`` (one boolean per test
+        example, in the split's order, for :func:`nlprune.measure.paired_comparison`), the
+        chosen ``l2``, the number of n-gram features ``features`` and of parameters
+        ``parameters``, and the ``model``.
 
     Raises:
         ValueError: empty ``l2_strengths``, a negative strength, ``epochs < 1`` or ``batch_size < 1``.
@@ -155,6 +162,7 @@ def fit_ngram_baseline(splits: Splits, tokenize: Callable[[str], list[str]], *, 
         if best is None or score > best[0]:
             best = (score, strength, model)
     score, strength, model = best
-    return {"valid_accuracy": score, "test_accuracy": _accuracy(model, test), "l2": strength,
+    return {"valid_accuracy": score, "test_accuracy": _accuracy(model, test),
+            "test_correct": _correct(model, test), "l2": strength,
             "features": len(vocab) - 1, "parameters": sum(p.numel() for p in model.parameters()),
             "model": model}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import statistics
 import time
@@ -21,7 +22,7 @@ from .baseline import ngrams
 from .masks import with_total_row
 
 __all__ = ["count_parameters", "count_nonzero", "sparsity_table", "size_on_disk", "median_latency",
-           "check_timing", "seed_summary", "clearly_above", "results_table", "style_results",
+           "check_timing", "seed_summary", "clearly_above", "paired_comparison", "results_table", "style_results",
            "text_degradation"]
 
 
@@ -168,6 +169,67 @@ def clearly_above(a: Sequence[float], b: Sequence[float]) -> bool:
     if not a or not b:
         raise ValueError(f"a and b must each hold at least one result, got {len(a)} and {len(b)}")
     return min(a) > max(b)
+
+
+def paired_comparison(correct_a: Sequence[bool] | torch.Tensor | np.ndarray,
+                      correct_b: Sequence[bool] | torch.Tensor | np.ndarray) -> dict[str, float]:
+    """Compare two models on the *same* test examples: the difference of their accuracies, its
+    standard error, and McNemar's exact test.
+
+    With ``d_i = a_i - b_i`` (``a_i = 1`` when model A is right on example ``i``), the difference
+    of accuracies is the mean of ``d`` and its standard error ``sd(d) / sqrt(n)``. Examples both
+    models get right (or wrong) cancel, so this is smaller than the unpaired
+    ``sqrt(SE_a^2 + SE_b^2)`` whenever the models agree more often than chance. McNemar's test
+    looks only at the ``n_ab`` examples A gets right and B wrong and the ``n_ba`` the other way
+    round: if neither model is better, each of these ``n_ab + n_ba`` discordant examples is
+    equally likely to fall either way, so ``p = min(1, 2 P[Binomial(n_ab + n_ba, 1/2) <=
+    min(n_ab, n_ba)])`` (two-sided, exact).
+
+    Args:
+        correct_a, correct_b: one boolean per test example, in the same order, ``True`` where the
+            model's prediction is right (e.g. :func:`nlprune.train.correct_predictions`).
+
+    Returns:
+        ``{"n", "accuracy_a", "accuracy_b", "difference", "se_difference", "se_unpaired",
+        "a_only", "b_only", "p_mcnemar"}``.
+
+    Raises:
+        ValueError: the two have different lengths or are empty.
+        TypeError: they do not hold booleans (or 0/1 integers).
+
+    Example:
+        >>> a = [True] * 6 + [False] * 2 + [True] * 1 + [False] * 1   # A right on 7 of 10
+        >>> b = [True] * 6 + [True] * 2 + [False] * 1 + [False] * 1   # B right on 8 of 10
+        >>> r = paired_comparison(a, b)
+        >>> r["difference"], r["a_only"], r["b_only"], round(r["p_mcnemar"], 4)
+        (-0.1, 1, 2, 1.0)
+    """
+    a, b = _as_correct(correct_a, "correct_a"), _as_correct(correct_b, "correct_b")
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"correct_a and correct_b must be non-empty and of equal length (the same "
+                         f"examples), got {len(a)} and {len(b)}")
+    n = len(a)
+    d = a.astype(float) - b.astype(float)
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    discordant, low = a_only + b_only, min(a_only, b_only)
+    tail = sum(math.comb(discordant, k) for k in range(low + 1)) / 2 ** discordant
+    acc_a, acc_b = float(a.mean()), float(b.mean())
+    return {"n": n, "accuracy_a": acc_a, "accuracy_b": acc_b, "difference": float(d.mean()),
+            "se_difference": float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+            "se_unpaired": math.sqrt(acc_a * (1 - acc_a) / n + acc_b * (1 - acc_b) / n),
+            "a_only": a_only, "b_only": b_only, "p_mcnemar": min(1.0, 2 * tail)}
+
+
+def _as_correct(values: object, name: str) -> np.ndarray:
+    """``values`` as a 1-D boolean NumPy array; ``TypeError`` unless booleans or 0/1 integers."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim != 1 or not (array.dtype == bool or (np.issubdtype(array.dtype, np.integer)
+                                                      and np.isin(array, (0, 1)).all())):
+        raise TypeError(f"{name} must be a 1-D sequence of booleans (True = right), got dtype "
+                        f"{array.dtype} and shape {array.shape}")
+    return array.astype(bool)
 
 
 def results_table(models: Mapping[str, nn.Module], run: Callable[[nn.Module], object],

@@ -36,6 +36,7 @@ __all__ = [
     "model_device",
     "seeded",
     "evaluate",
+    "correct_predictions",
     "fit",
     "perplexity",
     "fit_language_model",
@@ -174,6 +175,30 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None =
     if count == 0:
         raise ValueError("loader holds no example: there is nothing to evaluate")
     return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+@torch.no_grad()
+def correct_predictions(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> torch.Tensor:
+    """One boolean per example of ``loader``, in its order: ``True`` where the classifier's
+    prediction is right. Two models compared on the same loader (not shuffled) give the paired
+    data of :func:`nlprune.measure.paired_comparison`.
+
+    Raises:
+        ValueError: ``loader`` holds no example.
+    """
+    device = device or model_device(model)
+    was_training = model.training
+    model.eval()
+    right = []
+    try:
+        for batch in loader:
+            ids, lengths, labels = _to(batch, device)
+            right.append((model(ids, lengths).argmax(-1) == labels).cpu())
+    finally:
+        model.train(was_training)
+    if not right:
+        raise ValueError("loader holds no example: there is nothing to predict")
+    return torch.cat(right)
 
 
 def _prepare(model: nn.Module, masks: Mapping[str, torch.Tensor] | None, pruner: Pruner | None,
