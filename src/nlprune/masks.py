@@ -20,7 +20,7 @@ One rounding rule holds everywhere in the package: "sparsity ``s`` of ``n`` entr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
@@ -32,6 +32,7 @@ from . import _checks
 __all__ = [
     "SCOPES",
     "Pruner",
+    "loop_masks",
     "pruned_count",
     "compute_masks",
     "nm_masks",
@@ -60,6 +61,29 @@ class Pruner(Protocol):
     masks: Mapping[str, torch.Tensor]
 
     def __call__(self, step: int) -> None: ...
+
+
+def loop_masks(masks: Mapping[str, torch.Tensor] | None, pruner: Pruner | None
+               ) -> Callable[[], Mapping[str, torch.Tensor] | None]:
+    """What a training loop keeps at each step: fixed ``masks``, the current ``pruner.masks``, or
+    nothing. Returns a function that gives them (a pruner may replace its masks while training).
+
+    Raises:
+        TypeError: ``pruner`` has no ``masks`` mapping or is not callable with the step.
+        ValueError: both ``masks`` and ``pruner`` are given.
+
+    Example:
+        >>> keep = {"w": torch.tensor([True, False])}
+        >>> loop_masks(keep, None)() is keep, loop_masks(None, None)()
+        (True, None)
+    """
+    if pruner is not None and not isinstance(pruner, Pruner):
+        raise TypeError(f"pruner must have a `masks` mapping and be callable with the step "
+                        f"(nlprune.masks.Pruner), got {type(pruner).__name__}")
+    if pruner is not None and masks is not None:
+        raise ValueError("give masks (fixed keep-masks) or pruner (masks that change), not both: "
+                         "the loop keeps pruner.masks itself")
+    return (lambda: pruner.masks) if pruner is not None else (lambda: masks)
 
 
 def pruned_count(sparsity: float, n: int) -> int:

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import __version__, _checks, cut, prune
 from .cache import cached_model, recipe_key
-from .masks import Pruner, apply_masks, masked_step
+from .masks import Pruner, apply_masks, loop_masks, masked_step
 from .train import model_device, seeded
 
 __all__ = ["TRAIN_FORMATS", "UNSEEN_FORMATS", "DatePair", "is_held_out_year", "date_pairs", "CharVocab",
@@ -372,13 +372,9 @@ def fit_seq2seq(model: Seq2Seq, data: tuple[torch.Tensor, torch.Tensor, torch.Te
     """
     steps = _checks.at_least(steps, "steps", 1)
     batch_size = _checks.at_least(batch_size, "batch_size", 1)
-    if pruner is not None and not isinstance(pruner, Pruner):
-        raise TypeError(f"pruner must be an nlprune.masks.Pruner, got {type(pruner).__name__}")
-    if pruner is not None and masks is not None:
-        raise ValueError("give masks (fixed keep-masks) or pruner (masks that change), not both")
+    current = loop_masks(masks, pruner)
     device = model_device(model)
     source, lengths, target = (t.to(device) for t in data)
-    current = (lambda: pruner.masks) if pruner is not None else (lambda: masks)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)

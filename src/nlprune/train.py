@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import _checks
-from .masks import Pruner, apply_masks, masked_step
+from .masks import Pruner, apply_masks, loop_masks, masked_step
 
 __all__ = [
     "reproducible",
@@ -207,27 +207,15 @@ def _prepare(model: nn.Module, masks: Mapping[str, torch.Tensor] | None, pruner:
     """What :func:`fit` and :func:`fit_language_model` do first: check ``masks``, ``pruner`` and
     ``on_step``, move the model to ``device`` (if given), and apply the starting masks. Returns
     the device the model is on and a function that gives the masks to keep at each step."""
-    _loop_masks(masks, pruner, on_step)
-    if device is not None:
-        model.to(device)
-    current = (lambda: pruner.masks) if pruner is not None else (lambda: masks)
-    if current() is not None:
-        apply_masks(model, current())
-    return model_device(model), current
-
-
-def _loop_masks(masks: Mapping[str, torch.Tensor] | None, pruner: Pruner | None,
-                on_step: Callable[[int], None] | None) -> None:
-    """The checks the loops share on ``masks``, ``pruner`` and ``on_step``."""
-    if pruner is not None and not isinstance(pruner, Pruner):
-        raise TypeError(f"pruner must have a `masks` mapping and be callable with the step "
-                        f"(nlprune.masks.Pruner), got {type(pruner).__name__}")
-    if pruner is not None and masks is not None:
-        raise ValueError("give masks (fixed keep-masks) or pruner (masks that change), not both: "
-                         "the loop keeps pruner.masks itself")
     if on_step is not None and isinstance(on_step, Pruner):
         raise TypeError(f"on_step is a pruner with its own masks ({type(on_step).__name__}): pass it "
                         "as pruner=, so that the loop keeps its masks between updates")
+    current = loop_masks(masks, pruner)
+    if device is not None:
+        model.to(device)
+    if current() is not None:
+        apply_masks(model, current())
+    return model_device(model), current
 
 
 def _mask_key(masks: Mapping[str, torch.Tensor] | None) -> tuple[str, ...]:
