@@ -10,6 +10,13 @@
   ``pytest --store-durations``); a notebook not in it starts first, any other file last. Only the
   order uses them: no test looks at the clock.
 * At the end of a run, the files that took over 20 s are listed (``--durations`` lists tests).
+* Each test process gives its kernels a fresh IPython directory whose history is kept in memory:
+  two kernels starting at once never share ``~/.ipython``'s history database, and a reader's own
+  profile (startup files, extensions) cannot change what a notebook prints.
+* A kernel that does not answer within ``--nbval-kernel-startup-timeout`` is shut down and started
+  once more, with a warning; its stderr (which nbval discards) is kept in
+  ``.cache/kernels/<notebook>.stderr`` and printed when the second start fails too. Starting a
+  kernel is the harness, not the course: a retry tests nothing less.
 
 Being at the root, this file also puts the root on ``sys.path`` (pytest's default "prepend"
 import mode), which is how the tests import ``tools``. The measurements behind these choices
@@ -20,6 +27,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,6 +40,54 @@ ROOT = Path(__file__).resolve().parent
 DURATIONS = ROOT / "tests" / "durations.json"  # {file relative to the root: seconds}, committed
 NBVAL_OUTPUT_TIMEOUT = 120  # seconds nbval waits for each output message of a cell
 SHOWN_SECONDS = 20  # files that took longer are listed at the end of the run
+
+
+KERNEL_LOGS = ROOT / ".cache" / "kernels"  # the stderr of each notebook's kernel
+KERNEL_CONFIG = "c.HistoryManager.hist_file = ':memory:'\n"
+
+
+_current_file = {"name": "kernel"}  # the notebook whose kernel starts next
+
+
+def pytest_configure(config):
+    ipython_dir = Path(tempfile.mkdtemp(prefix="nlprune-ipython-"))
+    config.add_cleanup(lambda: shutil.rmtree(ipython_dir, ignore_errors=True))
+    (ipython_dir / "profile_default").mkdir()
+    (ipython_dir / "profile_default" / "ipython_kernel_config.py").write_text(KERNEL_CONFIG)
+    os.environ["IPYTHONDIR"] = str(ipython_dir)  # the kernels this process starts inherit it
+    try:
+        import nbval.kernel
+    except ImportError:  # the unit tests alone do not need nbval
+        return
+    if not getattr(nbval.kernel.start_new_kernel, "retries_once", False):
+        nbval.kernel.start_new_kernel = _start_kernel_retrying(nbval.kernel.start_new_kernel)
+
+
+def _start_kernel_retrying(start):
+    """nbval's ``start_new_kernel``, keeping the kernel's stderr and trying a second time."""
+
+    def start_new_kernel(*args, **kwargs):
+        KERNEL_LOGS.mkdir(parents=True, exist_ok=True)
+        log = KERNEL_LOGS / f"{_current_file['name']}.stderr"
+        for attempt in (1, 2):
+            with open(log, "w") as stderr:
+                kwargs["stderr"] = stderr
+                try:
+                    return start(*args, **kwargs)
+                except RuntimeError as error:
+                    if attempt == 2:
+                        raise RuntimeError(f"{error}, twice; the kernel's stderr:\n"
+                                           f"{log.read_text()[-4000:]}") from error
+                    warnings.warn(f"{error}; starting the kernel once more (stderr in {log})")
+
+    start_new_kernel.retries_once = True
+    return start_new_kernel
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # before the runner sets up the item's notebook, which starts its kernel
+    _current_file["name"] = Path(file_of(item.nodeid)).stem
 
 
 def pytest_addoption(parser):
