@@ -1,5 +1,8 @@
 import itertools
+import lzma
+import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -84,3 +87,37 @@ def test_save_compressed_bad_input(tmp_path):
     (tmp_path / "junk").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a file written by save_compressed"):
         compress.load_compressed(tmp_path / "junk")
+
+
+@pytest.mark.parametrize("bits", [8, 5, 3])
+def test_the_payload_is_exactly_the_byte_formula(tmp_path, bits):
+    state = pruned_model().state_dict()
+    sizes = compress.parts(state, bits=bits)
+    floats = {n: t for n, t in state.items() if t.is_floating_point()}
+    assert sizes["bitmask"] == sum(math.ceil(t.numel() / 8) for t in floats.values())
+    assert sizes["values"] == sum(math.ceil(int((t != 0).sum()) * bits / 8) for t in floats.values())
+    assert sizes["scales"] == sum(4 * (t.shape[0] if t.dim() >= 2 else 1) for t in floats.values())
+    assert sizes["other tensors"] == 2 * 8  # the int64 buffer of two entries
+    path = tmp_path / "model.nlpz"
+    compress.save_compressed(state, path, bits=bits)
+    assert len(lzma.decompress(path.read_bytes())) == sum(sizes.values())
+
+
+def test_odd_tensors_come_back_byte_for_byte(tmp_path):
+    state = {"flag": torch.tensor([True, False, True]), "count": torch.tensor(7),
+             "empty": torch.zeros(0, 3), "scalar": torch.tensor(0.5),
+             "half": torch.tensor([[0.0, 1.5], [-2.0, 0.0]], dtype=torch.bfloat16)}
+    compress.save_compressed(state, tmp_path / "odd.nlpz", bits=8)
+    back = compress.load_compressed(tmp_path / "odd.nlpz")
+    for name, t in state.items():
+        assert back[name].dtype == t.dtype and back[name].shape == t.shape, name
+    assert torch.equal(back["flag"], state["flag"]) and torch.equal(back["count"], state["count"])
+    assert torch.equal(back["half"], state["half"]) and float(back["scalar"]) == 0.5
+
+
+def test_bit_packing_round_trips_every_value_at_every_width():
+    for bits in range(2, 9):
+        values = np.arange(2 ** bits - 1, dtype=np.uint8).repeat(3)  # 0 .. 2^b - 2, as stored
+        packed = compress._pack_bits(values, bits)
+        assert len(packed) == math.ceil(len(values) * bits / 8)
+        assert (compress._unpack_bits(packed, bits, len(values)) == values).all()

@@ -1,22 +1,32 @@
 """Storing a pruned model compactly (Deep Compression in miniature, Han et al., 2016).
 
 A pruned ``state_dict`` saved with ``torch.save`` is as large as the dense one: every zero
-takes four bytes. :func:`save_compressed` stores each floating-point tensor as
+takes four bytes. :func:`save_compressed` stores each floating-point tensor of ``N`` entries,
+``K`` of them nonzero, as three byte strings:
 
-* a **bitmask** of its nonzero positions (one bit per entry, ``numpy.packbits``);
-* its **nonzeros quantized** uniformly and symmetrically to ``bits`` bits: with one scale per
-  row (first dimension) for matrices and one per tensor otherwise,
-  ``q = round(w / scale)``, ``scale = max |w| / (2^(bits-1) - 1)``, ``q`` stored as int8;
+* a **bitmask** of its nonzero positions, one bit per entry (``numpy.packbits``): ``⌈N/8⌉`` B;
+* one fp32 **scale** per row (first dimension) for matrices, one per tensor otherwise:
+  ``4·rows`` B;
+* its **nonzeros quantized** uniformly and symmetrically to ``b`` bits,
+  ``q = round(w / scale)`` with ``scale = max |w| / (2^(b-1) - 1)``, and **bit-packed** at
+  ``b`` bits each: ``⌈K·b/8⌉`` B.
 
-and compresses the whole with LZMA, a standard entropy coder. Other tensors (integer buffers)
-are kept as they are. :func:`load_compressed` reads it back: zeros come back exactly zero and
-every nonzero within half a quantization step of the original (a tiny nonzero may round to 0).
+Other tensors (integer and boolean buffers, empty tensors) are kept byte for byte. A short JSON
+header names the tensors, their shapes and dtypes. :func:`parts` gives these byte counts without
+writing anything; the payload is exactly ``parts`` plus the header, and the file is that payload
+compressed with LZMA, a standard entropy coder. So the three stages of Deep Compression can be
+read apart: pruning turns ``4N`` bytes into a bitmask and ``4K`` bytes, quantization turns the
+``4K`` into ``K·b/8``, and the entropy coder takes what it can of the rest.
+
+:func:`load_compressed` reads a file back: zeros come back exactly zero and every nonzero within
+half a quantization step of the original (a tiny nonzero may round to 0).
 """
 
 from __future__ import annotations
 
-import io
+import json
 import lzma
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,34 +35,117 @@ import torch
 
 from . import _checks
 
-__all__ = ["save_compressed", "load_compressed"]
+__all__ = ["save_compressed", "load_compressed", "parts"]
 
-_FORMAT = "nlprune-compressed-1"
+_FORMAT = "nlprune-compressed-2"
+_HEADER_LENGTH = struct.Struct("<I")  # the payload starts with the header's length in bytes
 
 
-def _encode(tensor: torch.Tensor, bits: int) -> dict:
+def _is_quantized(tensor: torch.Tensor) -> bool:
+    return tensor.is_floating_point() and tensor.numel() > 0
+
+
+def _rows(tensor: torch.Tensor) -> torch.Tensor:
     w = tensor.detach().cpu().to(torch.float32)
-    nonzero = w != 0
-    rows = w.reshape(w.shape[0], -1) if w.dim() >= 2 else w.reshape(1, -1)
+    return w.reshape(w.shape[0], -1) if w.dim() >= 2 else w.reshape(1, -1)
+
+
+def _pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Unsigned integers below ``2**bits``, ``bits`` bits each, most significant bit first."""
+    as_bits = np.unpackbits(values.astype(np.uint8)[:, None], axis=1)[:, 8 - bits:]
+    return np.packbits(as_bits.reshape(-1)).tobytes()
+
+
+def _unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    as_bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count * bits)
+    full = np.zeros((count, 8), dtype=np.uint8)
+    full[:, 8 - bits:] = as_bits.reshape(count, bits)
+    return np.packbits(full, axis=1).reshape(-1)
+
+
+def _encode(tensor: torch.Tensor, bits: int) -> tuple[dict, list[bytes]]:
+    rows = _rows(tensor)
+    nonzero = rows != 0
     levels = 2 ** (bits - 1) - 1
     scale = rows.abs().amax(dim=1) / levels
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(rows / scale[:, None]).clamp(-levels, levels).to(torch.int8).reshape(w.shape)
-    return {"mask": torch.from_numpy(np.packbits(nonzero.numpy().reshape(-1))),
-            "values": q[nonzero].clone(), "scale": scale, "shape": list(w.shape),
-            "dtype": str(tensor.dtype).removeprefix("torch.")}
+    q = torch.round(rows / scale[:, None]).clamp(-levels, levels).to(torch.int16)
+    values = (q[nonzero] + levels).numpy()  # 0 .. 2 * levels, fits in `bits` bits
+    mask = np.packbits(nonzero.numpy().reshape(-1)).tobytes()
+    entry = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
+             "kind": "quantized", "nonzeros": len(values), "rows": len(scale)}
+    return entry, [mask, scale.numpy().astype("<f4").tobytes(), _pack_bits(values, bits)]
 
 
-def _decode(item: dict) -> torch.Tensor:
-    shape = item["shape"]
-    count = int(np.prod(shape)) if shape else 1
-    nonzero = torch.from_numpy(np.unpackbits(item["mask"].numpy(), count=count).astype(bool)).reshape(shape)
-    scale = item["scale"]
-    rows = len(scale)
-    per_entry = scale.repeat_interleave(count // rows).reshape(shape)
-    out = torch.zeros(shape, dtype=torch.float32)
-    out[nonzero] = item["values"].to(torch.float32) * per_entry[nonzero]
-    return out.to(getattr(torch, item["dtype"]))
+def _decode(entry: dict, bits: int, read) -> torch.Tensor:
+    shape, count = entry["shape"], int(np.prod(entry["shape"]))
+    rows, nonzeros = entry["rows"], entry["nonzeros"]
+    nonzero = np.unpackbits(np.frombuffer(read((count + 7) // 8), dtype=np.uint8), count=count)
+    scale = np.frombuffer(read(4 * rows), dtype="<f4")
+    q = _unpack_bits(read((nonzeros * bits + 7) // 8), bits, nonzeros).astype(np.float32)
+    levels = 2 ** (bits - 1) - 1
+    out = np.zeros((rows, count // rows), dtype=np.float32)
+    keep = nonzero.reshape(out.shape).astype(bool)
+    out[keep] = (q - levels) * np.broadcast_to(scale[:, None], out.shape)[keep]
+    return torch.from_numpy(out).reshape(shape).to(getattr(torch, entry["dtype"]))
+
+
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def _check(state_dict: object, bits: object) -> int:
+    bits = _checks.integer(bits, "bits")
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits must be in [2, 8], got {bits!r}")
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+    for name, t in state_dict.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"state_dict[{name!r}] must be a torch.Tensor, got {type(t).__name__}")
+    return bits
+
+
+def _payload(state_dict: Mapping[str, torch.Tensor], bits: int) -> tuple[bytes, dict[str, int]]:
+    entries, chunks = [], []
+    sizes = {"bitmask": 0, "scales": 0, "values": 0, "other tensors": 0}
+    for name, t in state_dict.items():
+        if _is_quantized(t):
+            entry, (mask, scales, values) = _encode(t, bits)
+            sizes["bitmask"] += len(mask)
+            sizes["scales"] += len(scales)
+            sizes["values"] += len(values)
+            chunks += [mask, scales, values]
+        else:
+            raw = _raw_bytes(t)
+            entry = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
+                     "kind": "raw", "bytes": len(raw)}
+            sizes["other tensors"] += len(raw)
+            chunks.append(raw)
+        entries.append({"name": name, **entry})
+    header = json.dumps({"format": _FORMAT, "bits": bits, "tensors": entries}).encode()
+    sizes["header"] = _HEADER_LENGTH.size + len(header)
+    return _HEADER_LENGTH.pack(len(header)) + header + b"".join(chunks), sizes
+
+
+def parts(state_dict: Mapping[str, torch.Tensor], *, bits: int = 8) -> dict[str, int]:
+    """Bytes of each part of :func:`save_compressed`'s payload, before the entropy coder.
+
+    Returns ``{"bitmask", "scales", "values", "other tensors", "header"}``: the sum of the
+    bitmasks ``Σ⌈N/8⌉``, of the per-row scales ``Σ 4·rows``, of the bit-packed nonzeros
+    ``Σ⌈K·b/8⌉``, of the tensors kept as they are, and of the header. Their sum is the length of
+    the payload that LZMA compresses into the file.
+
+    Raises:
+        TypeError, ValueError: as :func:`save_compressed`.
+
+    Example:
+        >>> w = torch.tensor([[0.0, 1.0, -0.5, 0.0], [0.25, 0.0, 0.0, 2.0]])
+        >>> {k: v for k, v in parts({"w": w}, bits=4).items() if k != "header"}
+        {'bitmask': 1, 'scales': 8, 'values': 2, 'other tensors': 0}
+    """
+    return _payload(state_dict, _check(state_dict, bits))[1]
 
 
 def save_compressed(state_dict: Mapping[str, torch.Tensor], path: str | Path, *, bits: int = 8) -> int:
@@ -77,23 +170,8 @@ def save_compressed(state_dict: Mapping[str, torch.Tensor], path: str | Path, *,
         >>> bool((back[w == 0] == 0).all()), float((back - w).abs().max()) <= 2.0 / 127 / 2
         (True, True)
     """
-    bits = _checks.integer(bits, "bits")
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in [2, 8], got {bits!r}")
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
-    tensors, raw = {}, {}
-    for name, t in state_dict.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"state_dict[{name!r}] must be a torch.Tensor, got {type(t).__name__}")
-        if t.is_floating_point() and t.numel() > 0:
-            tensors[name] = _encode(t, bits)
-        else:
-            raw[name] = t.detach().cpu().clone()
-    buffer = io.BytesIO()
-    torch.save({"format": _FORMAT, "bits": bits, "order": list(state_dict), "tensors": tensors, "raw": raw},
-               buffer)
-    data = lzma.compress(buffer.getvalue(), preset=9)
+    payload, _ = _payload(state_dict, _check(state_dict, bits))
+    data = lzma.compress(payload, preset=9)
     Path(path).write_bytes(data)
     return len(data)
 
@@ -102,18 +180,35 @@ def load_compressed(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a file written by :func:`save_compressed`: same keys (in the same order), shapes and
     dtypes; zeros exactly zero, nonzeros within half a quantization step.
 
-    Loading uses ``torch.load(..., weights_only=True)`` (no pickled code).
+    Nothing in the file is executed: it holds a JSON header and raw bytes.
 
     Raises:
         ValueError: the file is not in this format.
     """
     try:
-        payload = torch.load(io.BytesIO(lzma.decompress(Path(path).read_bytes())), weights_only=True)
-    except lzma.LZMAError as error:
+        payload = lzma.decompress(Path(path).read_bytes())
+        (length,) = _HEADER_LENGTH.unpack_from(payload)
+        header = json.loads(payload[_HEADER_LENGTH.size:_HEADER_LENGTH.size + length])
+    except (lzma.LZMAError, struct.error, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is not a file written by save_compressed") from error
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a file written by save_compressed")
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a file written by save_compressed ({_FORMAT})")
+    position = _HEADER_LENGTH.size + length
+
+    def read(n: int) -> bytes:
+        nonlocal position
+        position += n
+        return payload[position - n:position]
+
     out = {}
-    for name in payload["order"]:
-        out[name] = _decode(payload["tensors"][name]) if name in payload["tensors"] else payload["raw"][name]
+    for entry in header["tensors"]:
+        if entry["kind"] == "quantized":
+            out[entry["name"]] = _decode(entry, header["bits"], read)
+        else:
+            dtype, raw = getattr(torch, entry["dtype"]), read(entry["bytes"])
+            if not raw:  # an empty tensor
+                out[entry["name"]] = torch.empty(entry["shape"], dtype=dtype)
+                continue
+            data = torch.from_numpy(np.frombuffer(raw, dtype=np.uint8).copy())
+            out[entry["name"]] = data.view(dtype).reshape(entry["shape"])
     return out
