@@ -199,3 +199,32 @@ def test_paired_comparison_checks_its_input():
         measure.paired_comparison([True, False], [True])
     with pytest.raises(TypeError, match="booleans"):
         measure.paired_comparison([0.5, 1.0], [1.0, 1.0])
+
+
+def test_paired_t_test_against_the_closed_forms_of_one_and_two_degrees_of_freedom():
+    # three seeds: differences 0.02, 0.01, 0.03 -> mean 0.02, sd 0.01, t = 0.02 / (0.01 / sqrt 3)
+    r = measure.paired_t_test([0.76, 0.75, 0.77], [0.74, 0.74, 0.74])
+    t = 0.02 / (0.01 / math.sqrt(3))
+    assert r["df"] == 2 and math.isclose(r["t"], t, rel_tol=1e-9)
+    assert math.isclose(r["p"], 1 - t / math.sqrt(t * t + 2), rel_tol=1e-9)  # df = 2
+    # two seeds: differences 0.03 and 0.01 -> t = 0.02 / (sqrt(2) * 0.01 / sqrt 2) = 2, Cauchy
+    r = measure.paired_t_test([0.78, 0.75], [0.75, 0.74])
+    assert r["df"] == 1 and math.isclose(r["t"], 2.0, rel_tol=1e-9)
+    assert math.isclose(r["p"], 1 - 2 / math.pi * math.atan(2.0), rel_tol=1e-9)
+
+
+def test_paired_t_test_p_falls_with_t_and_with_more_seeds():
+    ps = [measure._student_two_sided(2.0, df) for df in range(1, 30)]
+    assert all(later < earlier for earlier, later in zip(ps, ps[1:]))
+    assert abs(ps[-1] - 0.0455) < 0.01  # towards the normal's 2 P(Z > 2) = 0.0455
+    assert measure._student_two_sided(0.0, 4) == 1.0
+
+
+def test_paired_t_test_edge_cases_and_bad_input():
+    assert measure.paired_t_test([0.7, 0.8], [0.7, 0.8])["p"] == 1.0  # no difference at all
+    same_gain = measure.paired_t_test([0.75, 0.5], [0.5, 0.25])  # exact in binary
+    assert same_gain["p"] == 0.0 and same_gain["t"] == math.inf
+    with pytest.raises(ValueError, match="same number of results, at least two"):
+        measure.paired_t_test([0.7], [0.6])
+    with pytest.raises(ValueError, match="same number of results"):
+        measure.paired_t_test([0.7, 0.8, 0.9], [0.6, 0.7])
