@@ -121,3 +121,19 @@ def test_bit_packing_round_trips_every_value_at_every_width():
         packed = compress._pack_bits(values, bits)
         assert len(packed) == math.ceil(len(values) * bits / 8)
         assert (compress._unpack_bits(packed, bits, len(values)) == values).all()
+
+
+def test_one_step_per_tensor_stores_one_scale_per_tensor_and_stays_within_half_a_step(tmp_path):
+    state = pruned_model().state_dict()
+    floats = {n: t for n, t in state.items() if t.is_floating_point()}
+    sizes = compress.parts(state, bits=4, scale="tensor")
+    assert sizes["scales"] == 4 * len(floats)
+    assert sizes["scales"] < compress.parts(state, bits=4)["scales"]
+    compress.save_compressed(state, tmp_path / "t.nlpz", bits=4, scale="tensor")
+    back = compress.load_compressed(tmp_path / "t.nlpz")
+    for name, t in floats.items():
+        step = float(t.abs().max()) / (2 ** 3 - 1)
+        assert (back[name][t == 0] == 0).all()
+        assert float((back[name] - t).abs().max()) <= step / 2 + 1e-7
+    with pytest.raises(ValueError, match="scale must be 'row' or 'tensor'"):
+        compress.parts(state, scale="column")

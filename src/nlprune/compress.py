@@ -5,8 +5,8 @@ takes four bytes. :func:`save_compressed` stores each floating-point tensor of `
 ``K`` of them nonzero, as three byte strings:
 
 * a **bitmask** of its nonzero positions, one bit per entry (``numpy.packbits``): ``⌈N/8⌉`` B;
-* one fp32 **scale** per row (first dimension) for matrices, one per tensor otherwise:
-  ``4·rows`` B;
+* one fp32 **scale** (quantization step) per row (first dimension) for matrices, one per tensor
+  otherwise: ``4·rows`` B (or one per tensor for every tensor, ``scale="tensor"``: 4 B);
 * its **nonzeros quantized** uniformly and symmetrically to ``b`` bits,
   ``q = round(w / scale)`` with ``scale = max |w| / (2^(b-1) - 1)``, and **bit-packed** at
   ``b`` bits each: ``⌈K·b/8⌉`` B.
@@ -45,9 +45,9 @@ def _is_quantized(tensor: torch.Tensor) -> bool:
     return tensor.is_floating_point() and tensor.numel() > 0
 
 
-def _rows(tensor: torch.Tensor) -> torch.Tensor:
+def _rows(tensor: torch.Tensor, scale: str) -> torch.Tensor:
     w = tensor.detach().cpu().to(torch.float32)
-    return w.reshape(w.shape[0], -1) if w.dim() >= 2 else w.reshape(1, -1)
+    return w.reshape(w.shape[0], -1) if scale == "row" and w.dim() >= 2 else w.reshape(1, -1)
 
 
 def _pack_bits(values: np.ndarray, bits: int) -> bytes:
@@ -63,18 +63,18 @@ def _unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     return np.packbits(full, axis=1).reshape(-1)
 
 
-def _encode(tensor: torch.Tensor, bits: int) -> tuple[dict, list[bytes]]:
-    rows = _rows(tensor)
+def _encode(tensor: torch.Tensor, bits: int, scale: str) -> tuple[dict, list[bytes]]:
+    rows = _rows(tensor, scale)
     nonzero = rows != 0
     levels = 2 ** (bits - 1) - 1
-    scale = rows.abs().amax(dim=1) / levels
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(rows / scale[:, None]).clamp(-levels, levels).to(torch.int16)
+    steps = rows.abs().amax(dim=1) / levels
+    steps = torch.where(steps > 0, steps, torch.ones_like(steps))
+    q = torch.round(rows / steps[:, None]).clamp(-levels, levels).to(torch.int16)
     values = (q[nonzero] + levels).numpy()  # 0 .. 2 * levels, fits in `bits` bits
     mask = np.packbits(nonzero.numpy().reshape(-1)).tobytes()
     entry = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
-             "kind": "quantized", "nonzeros": len(values), "rows": len(scale)}
-    return entry, [mask, scale.numpy().astype("<f4").tobytes(), _pack_bits(values, bits)]
+             "kind": "quantized", "nonzeros": len(values), "rows": len(steps)}
+    return entry, [mask, steps.numpy().astype("<f4").tobytes(), _pack_bits(values, bits)]
 
 
 def _decode(entry: dict, bits: int, read) -> torch.Tensor:
@@ -95,10 +95,12 @@ def _raw_bytes(tensor: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
-def _check(state_dict: object, bits: object) -> int:
+def _check(state_dict: object, bits: object, scale: object) -> int:
     bits = _checks.integer(bits, "bits")
     if not 2 <= bits <= 8:
         raise ValueError(f"bits must be in [2, 8], got {bits!r}")
+    if scale not in ("row", "tensor"):
+        raise ValueError(f"scale must be 'row' or 'tensor', got {scale!r}")
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
     for name, t in state_dict.items():
@@ -107,12 +109,13 @@ def _check(state_dict: object, bits: object) -> int:
     return bits
 
 
-def _payload(state_dict: Mapping[str, torch.Tensor], bits: int) -> tuple[bytes, dict[str, int]]:
+def _payload(state_dict: Mapping[str, torch.Tensor], bits: int,
+             scale: str) -> tuple[bytes, dict[str, int]]:
     entries, chunks = [], []
     sizes = {"bitmask": 0, "scales": 0, "values": 0, "other tensors": 0}
     for name, t in state_dict.items():
         if _is_quantized(t):
-            entry, (mask, scales, values) = _encode(t, bits)
+            entry, (mask, scales, values) = _encode(t, bits, scale)
             sizes["bitmask"] += len(mask)
             sizes["scales"] += len(scales)
             sizes["values"] += len(values)
@@ -129,11 +132,13 @@ def _payload(state_dict: Mapping[str, torch.Tensor], bits: int) -> tuple[bytes, 
     return _HEADER_LENGTH.pack(len(header)) + header + b"".join(chunks), sizes
 
 
-def parts(state_dict: Mapping[str, torch.Tensor], *, bits: int = 8) -> dict[str, int]:
+def parts(state_dict: Mapping[str, torch.Tensor], *, bits: int = 8,
+          scale: str = "row") -> dict[str, int]:
     """Bytes of each part of :func:`save_compressed`'s payload, before the entropy coder.
 
     Returns ``{"bitmask", "scales", "values", "other tensors", "header"}``: the sum of the
-    bitmasks ``Σ⌈N/8⌉``, of the per-row scales ``Σ 4·rows``, of the bit-packed nonzeros
+    bitmasks ``Σ⌈N/8⌉``, of the scales ``Σ 4·rows`` (4 B per tensor with ``scale="tensor"``),
+    of the bit-packed nonzeros
     ``Σ⌈K·b/8⌉``, of the tensors kept as they are, and of the header. Their sum is the length of
     the payload that LZMA compresses into the file.
 
@@ -145,20 +150,24 @@ def parts(state_dict: Mapping[str, torch.Tensor], *, bits: int = 8) -> dict[str,
         >>> {k: v for k, v in parts({"w": w}, bits=4).items() if k != "header"}
         {'bitmask': 1, 'scales': 8, 'values': 2, 'other tensors': 0}
     """
-    return _payload(state_dict, _check(state_dict, bits))[1]
+    return _payload(state_dict, _check(state_dict, bits, scale), scale)[1]
 
 
-def save_compressed(state_dict: Mapping[str, torch.Tensor], path: str | Path, *, bits: int = 8) -> int:
+def save_compressed(state_dict: Mapping[str, torch.Tensor], path: str | Path, *, bits: int = 8,
+                    scale: str = "row") -> int:
     """Write ``state_dict`` in the compact format of this module and return the bytes written.
 
     Args:
         state_dict: names to tensors (e.g. ``model.state_dict()`` of a pruned model).
         path: the file to write.
         bits: bits per quantized nonzero, an integer in [2, 8].
+        scale: ``"row"``, one quantization step per row of a matrix (per tensor for vectors),
+            or ``"tensor"``, one per tensor: 4 bytes instead of ``4·rows``, at the price of a
+            coarser step for the rows whose weights are small.
 
     Raises:
         TypeError: ``state_dict`` is not a mapping of tensors, or ``bits`` is not an integer.
-        ValueError: ``bits`` outside [2, 8].
+        ValueError: ``bits`` outside [2, 8], or ``scale`` neither ``"row"`` nor ``"tensor"``.
 
     Example:
         >>> import tempfile, os
@@ -170,7 +179,7 @@ def save_compressed(state_dict: Mapping[str, torch.Tensor], path: str | Path, *,
         >>> bool((back[w == 0] == 0).all()), float((back - w).abs().max()) <= 2.0 / 127 / 2
         (True, True)
     """
-    payload, _ = _payload(state_dict, _check(state_dict, bits))
+    payload, _ = _payload(state_dict, _check(state_dict, bits, scale), scale)
     data = lzma.compress(payload, preset=9)
     Path(path).write_bytes(data)
     return len(data)
