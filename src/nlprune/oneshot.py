@@ -9,10 +9,13 @@ after choosing the mask:
 - **magnitude** keeps the largest ``|W_ij|`` of each matrix and changes nothing else;
 - **Wanda** keeps, in each output row, the largest ``|W_ij| * ||X_j||``, where ``||X_j||`` is
   the norm of input feature ``j`` over the calibration tokens; nothing else changes;
-- **SparseGPT** chooses the mask from ``W_ij^2 / [H^-1]_jj^2`` (``H = X^T X``, the Hessian of
-  the layer's squared reconstruction error) and, column after column, updates the weights not
-  yet processed so that the layer's output on the calibration tokens changes as little as it
-  can (the Optimal Brain Surgeon update, made cheap by a Cholesky factor of ``H^-1``).
+- **SparseGPT** chooses the mask from ``W_ij^2 / U_jj^2`` (``H = X^T X``, the Hessian of the
+  layer's squared reconstruction error, up to a factor; ``U`` the upper Cholesky factor of
+  ``H^-1``, so that ``U_jj^2`` is the diagonal entry ``j`` of the inverse of ``H`` restricted to
+  the columns not yet processed, ``j`` and later, not ``[H^-1]_jj`` itself) and, column after
+  column, updates the weights not yet processed so that the layer's output on the calibration
+  tokens changes as little as it can (the Optimal Brain Surgeon update, made cheap by that
+  Cholesky factor).
 
 Blocks are pruned in order: the calibration inputs of block ``i`` are the outputs of the
 already pruned blocks ``0 .. i-1``, as in both papers.
@@ -87,8 +90,11 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | 
         weight: ``[out, in]``; not modified.
         hessian: ``[in, in]``, ``X^T X`` summed over the calibration tokens (any positive scale).
         sparsity: unstructured: in every block of ``block`` columns, the ``sparsity`` share of
-            entries with the lowest ``W^2 / [H^-1]_jj^2`` is pruned.
-        n_m: ``(n, m)``: in every group of ``m`` inputs of a row, ``m - n`` are pruned (the
+            entries with the lowest ``W^2 / U_jj^2`` is pruned (``U`` below), chosen at the
+            start of the block from the weights as the earlier blocks have updated them; the
+            block's entries compete together, so rows may keep different numbers.
+        n_m: ``(n, m)``: in every group of ``m`` inputs of a row, the ``m - n`` with the lowest
+            ``W^2 / U_jj^2`` are pruned, chosen when the group's first column is reached (the
             number of inputs must be a multiple of ``m``).
         block: columns whose mask is chosen together and whose updates are applied lazily.
         damping: added to the diagonal of ``H``, as a fraction of its mean, for a stable inverse.

@@ -210,8 +210,14 @@ def _gate_importance(model: nn.Module, gates: list[nn.Parameter],
 
 def head_importance(model: MiniLM, batches: Iterable, loss_fn: Callable[[nn.Module, object], torch.Tensor],
                     *, normalize: bool = True) -> torch.Tensor:
-    """Michel et al.'s (2019) importance of every head: ``I_h = Σ_batches |∂L/∂ξ_h|`` at
-    ``ξ = 1``, a first-order estimate of how much the loss changes when head ``h`` is removed.
+    """Michel et al.'s (2019) importance of every head, in its per-batch form:
+    ``I_h = Σ_batches |∂L_batch/∂ξ_h|`` at ``ξ = 1``, a first-order estimate of how much the loss
+    changes when head ``h`` is removed.
+
+    The paper takes the absolute value per example, ``E_x |∂L(x)/∂ξ_h|``; here it is taken per
+    batch, so examples whose gradients have opposite signs cancel within a batch. Batches of
+    one example give the paper's score (summed instead of averaged, a factor that ``normalize``
+    removes).
 
     Args:
         model: the encoder (its gates are used, not changed).
