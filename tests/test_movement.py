@@ -106,6 +106,41 @@ def test_magnitude_method_matches_compute_masks():
         assert torch.equal(ours[name], reference[name])
 
 
+def test_random_method_keeps_nested_seeded_masks_blind_to_the_weights():
+    """The random control: fixed uniform scores, the same masks for the same seed whatever the
+    weights, masks that only grow as the schedule prunes more, none of the scores' gradient."""
+    def masks_along_schedule(model, seed):
+        pruner = MovementPruner(model, ["0.weight", "2.weight"], final=0.8, begin=0, end=4,
+                                method="random", seed=seed)
+        out = []
+        for step in range(5):
+            pruner(step)
+            model(torch.randn(3, 6)).sum().backward()
+            out.append(pruner.current_masks())
+        return pruner, out
+
+    pruner, first = masks_along_schedule(_model(), seed=1)
+    other = _model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-3.0).add_(0.5)  # different weights, same seed
+    _, second = masks_along_schedule(other, seed=1)
+    _, third = masks_along_schedule(_model(), seed=2)
+    for name in ("0.weight", "2.weight"):
+        for a, b in zip(first, second):
+            assert torch.equal(a[name], b[name])
+        for earlier, later in zip(first, first[1:]):
+            assert not (later[name] & ~earlier[name]).any()  # nested: nothing comes back
+        n = first[-1][name].numel()
+        assert int((~first[-1][name]).sum()) == round(0.8 * n)
+        assert not torch.equal(first[-1][name], third[-1][name])
+        assert pruner.scores[name].grad is None and not pruner.scores[name].requires_grad
+        assert torch.equal(pruner.movement[name], torch.zeros_like(pruner.movement[name]))
+    # the two matrices get different draws, not the same pattern
+    assert not torch.equal(pruner.scores["0.weight"].flatten()[:30],
+                           pruner.scores["2.weight"].flatten()[:30])
+
+
 def test_movement_pruner_bad_input():
     model = _model()
     with pytest.raises(ValueError, match="method must be one of"):
@@ -116,6 +151,8 @@ def test_movement_pruner_bad_input():
         MovementPruner(model, "0.weight", final=0.5, begin=0, end=1)
     with pytest.raises(ValueError):
         MovementPruner(model, ["0.weight"], final=1.5, begin=0, end=1)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        MovementPruner(model, ["0.weight"], final=0.5, begin=0, end=1, method="random", seed=0.5)
     MovementPruner(model, ["0.weight"], final=0.5, begin=0, end=1)
     with pytest.raises(ValueError, match="already parametrized"):
         MovementPruner(model, ["0.weight"], final=0.5, begin=0, end=1)

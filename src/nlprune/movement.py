@@ -4,6 +4,9 @@ During fine-tuning every pruned matrix is used as ``W' = W ⊙ M`` with ``M = To
 ``k`` entries with the highest scores ``S`` are kept, ``k`` set by a cubic sparsity schedule.
 
 * **magnitude**: ``S = |W|``, the current magnitudes (gradual magnitude pruning);
+* **random**: ``S`` drawn once, uniform on [0, 1) from a seeded generator, and never changed: the
+  control that tells whether a score's choice of weights matters at all (the masks grow nested,
+  on the same schedule, blind to the weights and the task);
 * **movement**: ``S`` is learned. ``TopK`` has no useful derivative, so the backward pass treats it
   as the identity (a straight-through estimator): ``∂L/∂S = ∂L/∂M = (∂L/∂W') ⊙ W``. Summed over
   the training steps with plain gradient descent from ``S = 0``,
@@ -35,7 +38,7 @@ from .schedules import polynomial_sparsity
 
 __all__ = ["METHODS", "topk_mask", "MovementPruner"]
 
-METHODS = ("magnitude", "movement")
+METHODS = ("magnitude", "random", "movement")
 
 
 class _TopKStraightThrough(torch.autograd.Function):
@@ -103,15 +106,17 @@ class MovementPruner:
         model: the model; ``names`` are parameter names in it (e.g. ``"layers.4.query.weight"``).
         names: the weights to prune, each at the same sparsity (per-matrix ``TopK``, as the authors).
         final, begin, end, initial, power: the schedule, as in :func:`polynomial_sparsity`.
-        method: ``"magnitude"`` (``S = |W|``) or ``"movement"`` (scores learned by Adam,
-            learning rate 0.01, as in the authors' code).
+        method: ``"magnitude"`` (``S = |W|``), ``"random"`` (fixed scores drawn uniformly from a
+            generator seeded with ``seed``, one matrix after another in the order of ``names``),
+            or ``"movement"`` (scores learned by Adam, learning rate 0.01, as in the authors' code).
+        seed: the seed of the ``"random"`` scores (ignored by the other methods).
 
     Attributes:
-        scores: ``{name: S}``, zeros at first. For ``"movement"`` every backward pass leaves
+        scores: ``{name: S}``, zeros at first (the fixed draws for ``"random"``). For ``"movement"`` every backward pass leaves
             ``∂L/∂S = (∂L/∂W') ⊙ W`` in ``S.grad`` (the model's optimizer never sees ``S``) and
             the next call, or :meth:`current_masks`, takes Adam's step.
         movement: ``{name: -Σ_t (∂L/∂W'_t) ⊙ W_t}``, the same gradients summed without Adam
-            (the scores of plain gradient descent); zeros for ``"magnitude"``.
+            (the scores of plain gradient descent); zeros for ``"magnitude"`` and ``"random"``.
         sparsity: the current target.
 
     Raises:
@@ -131,9 +136,10 @@ class MovementPruner:
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], *, final: float, begin: int, end: int,
-                 initial: float = 0.0, power: int | float = 3, method: str = "movement") -> None:
+                 initial: float = 0.0, power: int | float = 3, method: str = "movement", seed: int = 0) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        seed = _checks.integer(seed, "seed")
         if isinstance(names, str) or not names:
             raise ValueError("names must be a non-empty list of parameter names")
         polynomial_sparsity(0, initial=initial, final=final, begin=begin, end=end, power=power)  # checks
@@ -153,6 +159,10 @@ class MovementPruner:
         self.scores: dict[str, torch.Tensor] = {
             name: torch.zeros_like(module.weight, requires_grad=method == "movement")
             for name, module in self.modules.items()}
+        if method == "random":
+            generator = torch.Generator().manual_seed(seed)
+            for name, score in self.scores.items():
+                score.copy_(torch.rand(score.shape, generator=generator, dtype=score.dtype))
         self.movement = {name: torch.zeros_like(score) for name, score in self.scores.items()}
         for name, module in self.modules.items():
             parametrize.register_parametrization(module, "weight", _Masked(self, name))
