@@ -7,8 +7,8 @@ module owns them: every other module that chooses, applies or counts masks calls
 
 Keeping pruned weights at zero while training is :func:`masked_step`: it zeroes the gradients
 of pruned weights after ``backward`` and re-applies the masks after the optimizer step (the
-optimizer may move a weight whose gradient is zero, e.g. through Adam's momentum or weight
-decay, so re-applying the mask after the step is what makes zeros exact). The training loops
+optimizer may move a weight whose gradient is zero, e.g. through momentum Adam built up before a
+gradual schedule pruned it, so re-applying the mask after the step is what makes zeros exact). The training loops
 (:func:`nlprune.train.fit`, :func:`nlprune.train.fit_language_model`,
 :func:`nlprune.seq2seq.fit_seq2seq`) call it with fixed ``masks=`` or with the masks of a
 *pruner*: any object with a ``masks`` dict and a ``__call__(step)`` that updates it
@@ -286,8 +286,9 @@ def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.
 
     ``zero_grad``, ``backward``, the gradients of pruned weights zeroed (:func:`mask_gradients`),
     the gradient norm clipped to ``clip`` (if given), the optimizer's step, and the masks
-    re-applied (:func:`apply_masks`), because Adam's momentum or weight decay would move a
-    pruned weight even with a zero gradient. With ``masks=None`` it is a plain step.
+    re-applied (:func:`apply_masks`), because momentum the optimizer built up before a weight
+    was pruned (a gradual schedule changes the masks while training) would move it even with a
+    zero gradient. With ``masks=None`` it is a plain step.
 
     Args:
         model: the model whose parameters ``optimizer`` updates.
