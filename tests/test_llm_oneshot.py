@@ -257,3 +257,31 @@ def test_prune_llm_rejects_bad_arguments():
         oneshot.prune_llm(model, None, "wanda", sparsity=0.5)
     with pytest.raises(ValueError, match="sparsity"):
         oneshot.prune_llm(model, None, "magnitude", sparsity=1.5)
+    with pytest.raises(ValueError, match="compare"):
+        oneshot.prune_llm(model, None, "magnitude", sparsity=0.5, compare="column")
+    with pytest.raises(ValueError, match="compare"):
+        oneshot.prune_llm(model, None, "magnitude", n_m=(2, 4), compare="row")
+    with pytest.raises(ValueError, match="compare"):
+        calibration = torch.zeros(2, 4, dtype=torch.long)
+        oneshot.prune_llm(model, calibration, "sparsegpt", sparsity=0.5, compare="row")
+
+
+def test_prune_llm_compare_chooses_the_group_that_competes():
+    before = tiny_llama()
+    calibration = torch.randint(0, 50, (4, 12), generator=torch.Generator().manual_seed(0))
+    per_row = oneshot.prune_llm(copy.deepcopy(before), None, "magnitude", sparsity=0.5, compare="row")
+    default = oneshot.prune_llm(copy.deepcopy(before), None, "magnitude", sparsity=0.5)
+    for name, keep in per_row.items():
+        weight = before.get_parameter(name).detach()
+        half = weight.shape[1] - round(0.5 * weight.shape[1])
+        assert (keep.sum(1) == half).all()  # every output row keeps the same number
+        assert torch.equal(keep, oneshot.row_masks(weight.abs(), 0.5))
+        assert torch.equal(default[name], prune.compute_masks({"w": weight.abs()}, 0.5)["w"])
+    # some matrix, compared as a whole, keeps unequal numbers per row: the two groups differ
+    assert any(not torch.equal(default[n], per_row[n]) for n in per_row)
+    wanda_matrix = oneshot.prune_llm(copy.deepcopy(before), calibration, "wanda", sparsity=0.5,
+                                     compare="matrix")
+    wanda_row = oneshot.prune_llm(copy.deepcopy(before), calibration, "wanda", sparsity=0.5)
+    assert all((keep.sum(1) == keep.shape[1] // 2).all() for keep in wanda_row.values())
+    assert any(len(set(keep.sum(1).tolist())) > 1 for keep in wanda_matrix.values())
+    assert all(keep.sum() == keep.numel() // 2 for keep in wanda_matrix.values())

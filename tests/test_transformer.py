@@ -164,3 +164,41 @@ def test_cut_layer_indices_must_be_integers():
         tr.cut_heads(small, {0.0: [1]})
     with pytest.raises(ValueError, match="keep has layer -1, the model has layers 0..1"):
         tr.cut_ffn_units(small, {-1: [1]})
+
+
+def _probe_data(n=200, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    y = (x @ w + 0.5 * torch.randn(n, generator=g, dtype=torch.float64) > 0).long()
+    return x, y
+
+
+def test_fit_probe_reaches_the_optimum_of_its_objective():
+    x, y = _probe_data()
+    state = torch.get_rng_state()
+    probe = tr.fit_probe(x, y, l2=1e-2)
+    assert torch.equal(state, torch.get_rng_state())  # the global generator is untouched
+    assert probe.weight.dtype == torch.float64 and not probe.weight.requires_grad
+    params = [p.detach().clone().requires_grad_(True) for p in (probe.weight, probe.bias)]
+    loss = nn.functional.cross_entropy(x @ params[0].T + params[1], y) + 1e-2 * params[0].pow(2).sum()
+    grads = torch.autograd.grad(loss, params)
+    assert max(g.abs().max().item() for g in grads) < 1e-5  # stationary: the convex optimum
+    # a converged probe does not depend on its starting point
+    other = tr.fit_probe(x, y, l2=1e-2, seed=1)
+    assert torch.allclose(other.weight, probe.weight, atol=1e-4)
+    assert (probe(x).argmax(1) == y).float().mean() > 0.8
+
+
+def test_fit_probe_rejects_bad_input():
+    x, y = _probe_data(n=10)
+    with pytest.raises(ValueError, match="labels"):
+        tr.fit_probe(x, y[:5])
+    with pytest.raises(ValueError, match="labels"):
+        tr.fit_probe(x, y.float())
+    with pytest.raises(ValueError, match="features"):
+        tr.fit_probe(x.long(), y)
+    with pytest.raises(ValueError, match="l2"):
+        tr.fit_probe(x, y, l2=-1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        tr.fit_probe(x, y, max_iter=0)

@@ -31,7 +31,7 @@ from torch import nn
 from . import _checks
 from .masks import compute_masks, nm_masks
 
-__all__ = ["METHODS", "LINEARS", "wanda_scores", "row_masks", "sparsegpt", "input_statistics",
+__all__ = ["METHODS", "COMPARES", "LINEARS", "wanda_scores", "row_masks", "sparsegpt", "input_statistics",
            "prune_llm", "reconstruction_error"]
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -195,7 +195,7 @@ def input_statistics(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: 
 
 
 def _mask(method: str, weight: torch.Tensor, hessian: torch.Tensor | None, sparsity: float | None,
-          n_m: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+          n_m: tuple[int, int] | None, compare: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The new weight and keep-mask of one matrix under one method."""
     if method == "sparsegpt":
         return sparsegpt(weight, hessian, sparsity=sparsity, n_m=n_m)
@@ -205,16 +205,21 @@ def _mask(method: str, weight: torch.Tensor, hessian: torch.Tensor | None, spars
         score = wanda_scores(weight, hessian.diagonal().sqrt().to(weight.dtype))
     if n_m is not None:
         keep = nm_masks({"w": score}, *n_m)["w"]
-    elif method == "magnitude":
+    elif compare == "matrix":
         keep = compute_masks({"w": score}, sparsity)["w"]  # the whole matrix competes
     else:
-        keep = row_masks(score, sparsity)  # Wanda compares the weights of one output row
+        keep = row_masks(score, sparsity)  # the weights of one output row compete
     return weight * keep, keep
+
+
+COMPARES = ("matrix", "row")
+"""The comparison groups of :func:`prune_llm`: a whole matrix, or each output row."""
 
 
 @torch.no_grad()
 def prune_llm(model: nn.Module, calibration: torch.Tensor | None, method: str, *,
-              sparsity: float | None = None, n_m: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+              sparsity: float | None = None, n_m: tuple[int, int] | None = None,
+              compare: str | None = None) -> dict[str, torch.Tensor]:
     """Prune every linear layer of every block of a :class:`~nlprune.llm.Llama` in place.
 
     Args:
@@ -223,17 +228,32 @@ def prune_llm(model: nn.Module, calibration: torch.Tensor | None, method: str, *
         method: one of :data:`METHODS`.
         sparsity: unstructured share of each matrix to remove, in ``(0, 1)``; or
         n_m: an N:M pattern such as ``(2, 4)`` (along each row's inputs).
+        compare: which weights compete for an unstructured ``sparsity``: ``"matrix"`` (each
+            matrix loses its lowest scores wherever they are) or ``"row"`` (each output row loses
+            ``round(sparsity * in)``). ``None`` is the method's own: ``"matrix"`` for
+            ``"magnitude"``, ``"row"`` for ``"wanda"``, as Sun et al. (2024) compare them;
+            ``"sparsegpt"`` chooses within blocks of columns and takes only ``None``.
 
     Returns:
         The keep-masks, keyed like ``model.named_parameters()`` (``blocks.0.q.weight``, ...).
 
     Raises:
-        ValueError: an unknown ``method``, not exactly one of ``sparsity`` and ``n_m``, or no 2-D
-            ``calibration`` for ``"wanda"`` and ``"sparsegpt"`` (see also :func:`sparsegpt`).
+        ValueError: an unknown ``method``, not exactly one of ``sparsity`` and ``n_m``, a
+            ``compare`` not in :data:`COMPARES` (or given with ``n_m`` or for ``"sparsegpt"``),
+            or no 2-D ``calibration`` for ``"wanda"`` and ``"sparsegpt"`` (see also
+            :func:`sparsegpt`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     sparsity, n_m = _pattern(sparsity, n_m)
+    if compare is not None:
+        if compare not in COMPARES:
+            raise ValueError(f"compare must be None or one of {COMPARES}, got {compare!r}")
+        if n_m is not None or method == "sparsegpt":
+            raise ValueError("compare applies to an unstructured sparsity with 'magnitude' or 'wanda'; "
+                             f"got compare={compare!r} with method={method!r}, n_m={n_m!r}")
+    else:
+        compare = "matrix" if method == "magnitude" else "row"
     if method != "magnitude" and (not isinstance(calibration, torch.Tensor) or calibration.dim() != 2):
         raise ValueError(f"calibration must be a 2-D tensor of token ids [sequences, length] for {method!r}")
     masks = {}
@@ -243,7 +263,7 @@ def prune_llm(model: nn.Module, calibration: torch.Tensor | None, method: str, *
     for index, block in enumerate(model.blocks):
         stats = input_statistics(block, x, cos, sin) if method != "magnitude" else {}
         for name, layer in _linears(block).items():
-            weight, keep = _mask(method, layer.weight, stats.get(name), sparsity, n_m)
+            weight, keep = _mask(method, layer.weight, stats.get(name), sparsity, n_m, compare)
             layer.weight.copy_(weight)
             masks[f"blocks.{index}.{name}.weight"] = keep
         if method != "magnitude":

@@ -28,7 +28,7 @@ from .data import Example, hub_offline, package_data_dir
 
 hub_offline()  # before anything imports transformers or huggingface_hub
 
-__all__ = ["model_dir", "Tokenizer", "Layer", "MiniLM", "load_minilm", "mean_pool", "head_importance",
+__all__ = ["model_dir", "Tokenizer", "Layer", "MiniLM", "load_minilm", "mean_pool", "fit_probe", "head_importance",
            "ffn_importance", "head_weight_norms", "cut_heads", "cut_ffn_units"]
 
 
@@ -188,6 +188,62 @@ def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     real (unpadded) tokens, ``[B, hidden]``."""
     m = mask.unsqueeze(-1).to(states.dtype)
     return (states * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def fit_probe(features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-3,
+              max_iter: int = 200, seed: int = 0) -> nn.Linear:
+    """A linear probe on frozen features, fitted to convergence: full-batch L-BFGS on the mean
+    cross-entropy plus ``l2 · ‖W‖²`` (the bias is not penalised).
+
+    Sections 7.4 and 8.4 use it to read a sentence label off mean-pooled encoder states, so
+    that what changes between two encoders is the encoder, not how well the head was trained.
+
+    Args:
+        features: ``[N, d]`` floating-point inputs (they are not changed).
+        labels: ``[N]`` integer class indices; the number of classes is ``labels.max() + 1``.
+        l2: the weight of the squared-norm penalty, ``>= 0``.
+        max_iter: L-BFGS iterations (one ``step`` of ``torch.optim.LBFGS``), ``>= 1``.
+        seed: seeds the probe's initial weights with a local generator; the global generator
+            is not touched.
+
+    Returns:
+        The fitted ``nn.Linear(d, classes)`` with ``requires_grad`` off, on the features'
+        device and dtype.
+    """
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or not features.is_floating_point():
+        raise ValueError("features must be a floating-point tensor of shape [N, d]")
+    if (not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype.is_floating_point
+            or labels.numel() != features.shape[0]):
+        raise ValueError(f"labels must be an integer tensor of shape [{features.shape[0]}] (one per row "
+                         f"of features), got {tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+    if features.shape[0] == 0:
+        raise ValueError("features must have at least one row")
+    if labels.min().item() < 0:
+        raise ValueError("labels must be class indices >= 0")
+    if not l2 >= 0:
+        raise ValueError(f"l2 must be >= 0, got {l2}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    classes = int(labels.max().item()) + 1
+    # built on the meta device, so that nn.Linear's own initialisation does not draw from the
+    # global generator
+    probe = nn.Linear(features.shape[1], classes, device="meta", dtype=features.dtype)
+    probe = probe.to_empty(device=features.device)
+    generator = torch.Generator().manual_seed(seed)
+    bound = 1 / math.sqrt(features.shape[1])  # nn.Linear's default initialisation, drawn locally
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.copy_(torch.empty(p.shape, dtype=p.dtype).uniform_(-bound, bound, generator=generator).to(p.device))
+    optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=max_iter)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(probe(features), labels) + l2 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return probe.requires_grad_(False)
 
 
 def _gate_importance(model: nn.Module, gates: list[nn.Parameter],
