@@ -209,6 +209,11 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-3,
     Returns:
         The fitted ``nn.Linear(d, classes)`` with ``requires_grad`` off, on the features'
         device and dtype.
+
+    Raises:
+        ValueError: features or labels of the wrong shape or dtype, negative labels, ``l2 < 0``
+            or ``max_iter < 1``.
+        TypeError: ``l2``, ``max_iter`` or ``seed`` is not a number of the right kind.
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 2 or not features.is_floating_point():
         raise ValueError("features must be a floating-point tensor of shape [N, d]")
@@ -220,10 +225,9 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-3,
         raise ValueError("features must have at least one row")
     if labels.min().item() < 0:
         raise ValueError("labels must be class indices >= 0")
-    if not l2 >= 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    l2 = _checks.nonnegative(l2, "l2")
+    max_iter = _checks.at_least(max_iter, "max_iter", 1)
+    seed = _checks.integer(seed, "seed")
     classes = int(labels.max().item()) + 1
     # built on the meta device, so that nn.Linear's own initialisation does not draw from the
     # global generator
