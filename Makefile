@@ -21,7 +21,7 @@ export GOMP_SPINCOUNT ?= 10000
 # How many notebooks `make notebooks` runs at once (pytest-xdist).
 WORKERS ?= 2
 
-.PHONY: install book test unit notebooks durations html check-html check-browser execute bench labs grade clean
+.PHONY: install book test unit notebooks durations html check-html check-browser execute bench labs grade student-book slides check-slides clean
 
 install: $(STAMP)
 
@@ -98,8 +98,11 @@ bench: $(STAMP)
 	$(BIN)/python -m tools.bench
 
 # The classroom kit (tools.labs, nbgrader): one student lab per chapter of the table of
-# contents, written to $(LABS); and the grading of a folder of completed labs,
-# SUBMISSIONS/<student>/<lab>.ipynb, to $(GRADES)/grades.csv (per check) and summary.csv.
+# contents, written to $(LABS) (the folder to hand out; the teacher's nbgrader course, with the
+# solutions and hidden tests, goes beside it to $(LABS)-teacher); and the grading of a folder of
+# completed labs, SUBMISSIONS/<student>/<lab>.ipynb, each in a sandbox (tools.grading), to
+# $(GRADES)/grades.csv (per check) and summary.csv (a row per student and lab). ROSTER, a file
+# of names, adds the students who handed in nothing; HIDDEN, a folder, your own hidden tests.
 LABS   ?= _build/labs
 GRADES ?= _build/grades
 labs: $(STAMP)
@@ -107,7 +110,22 @@ labs: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-of-student-folders"; exit 2; }
-	$(BIN)/python -m tools.labs grade $(SUBMISSIONS) $(GRADES)
+	$(BIN)/python -m tools.labs grade $(SUBMISSIONS) $(GRADES) $(if $(ROSTER),--roster $(ROSTER)) $(if $(HIDDEN),--hidden $(HIDDEN))
+
+# The student edition of the book (tools.student_edition): the lab functions as stubs, no
+# exercise solutions; sources in _build/student-src, HTML in _build/student/_build/html.
+student-book: $(STAMP)
+	$(BIN)/python -m tools.student_edition _build/student-src
+	$(BIN)/jupyter-book build --all --warningiserror --keep-going --path-output _build/student _build/student-src
+	@echo "The student edition: $(CURDIR)/_build/student/_build/html/index.html"
+
+# One reveal.js deck per session of the teaching guide (tools.slides), offline, in _build/slides;
+# check-slides opens each in headless Chromium with the network blocked.
+slides: $(STAMP)
+	$(BIN)/python -m tools.slides _build/slides
+
+check-slides: slides
+	$(BIN)/python -m tools.check_browser --slides _build/slides
 
 clean:
 	rm -rf _build .cache

@@ -16,7 +16,10 @@ Screenshots of the start page (phone, menu open) and of chapters 4 and 5 (deskto
 ``playwright install`` is never needed. Where no Chromium is installed, the check is skipped with
 a message (exit 0).
 
-Usage: ``python -m tools.check_browser [page.html ...]`` (default: every page).
+Usage: ``python -m tools.check_browser [page.html ...]`` (default: every page);
+``python -m tools.check_browser --slides [FOLDER]`` opens every deck of ``make slides`` instead
+(default ``_build/slides``): offline, reveal.js started, every slide stepped through, the maths
+typeset, every figure shown, and no console error or outside request.
 """
 
 from __future__ import annotations
@@ -198,23 +201,86 @@ def check_menu(tab: Tab, view: str) -> list[str]:
     return problems
 
 
+_DECK = """
+() => {
+  if (typeof Reveal === 'undefined' || !Reveal.isReady()) return {error: 'reveal.js did not start'};
+  const slides = Reveal.getTotalSlides();
+  const text = [...document.querySelectorAll('.slides section')].map(s => {
+    const clone = s.cloneNode(true);
+    clone.querySelectorAll('pre, code, script, style, mjx-container').forEach(e => e.remove());
+    return clone.textContent;
+  }).join(' ');
+  const raw = (text.match(/\\\\\\(|\\\\\\[|\\$\\$/g) || []).length;
+  const images = [...document.querySelectorAll('.slides img')];
+  const broken = images.filter(i => !i.complete || i.naturalWidth === 0).length;
+  return {slides, raw, typeset: document.querySelectorAll('mjx-container').length,
+          images: images.length, broken};
+}
+"""
+
+
+def check_slides(browser_path: str, decks: list[Path]) -> list[str]:
+    """Each deck at the desktop width, offline: no page error or outside request, reveal.js
+    started, every slide visited, the maths typeset and every figure loaded."""
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
+        try:
+            width, height, mobile = VIEWPORTS["desktop"]
+            tab = Tab(browser, width, height, mobile)
+            for path in decks:
+                tab.load(path)
+                state = tab.page.evaluate(_DECK)
+                where = f"slides {path.name}"
+                if "error" in state:
+                    problems.append(f"{where}: {state['error']}")
+                else:
+                    for _ in range(state["slides"]):  # every slide, as a teacher would step
+                        tab.page.evaluate("() => Reveal.next()")
+                    tab.page.wait_for_timeout(MATHJAX_MS)
+                    state = tab.page.evaluate(_DECK)
+                    if state["raw"]:
+                        problems.append(f"{where}: {state['raw']} raw TeX delimiters left")
+                    if state["broken"]:
+                        problems.append(f"{where}: {state['broken']} figures not shown")
+                    if state["slides"] < 4:
+                        problems.append(f"{where}: only {state['slides']} slides")
+                problems += [f"{where}: {e}" for e in tab.errors]
+            tab.page.context.close()
+        finally:
+            browser.close()
+    return problems
+
+
+def _report(problems: list[str], summary: str) -> int:
+    for p in problems:
+        print("FAIL", p)
+    print(f"{summary}, network blocked: {len(problems)} problems")
+    return 1 if problems else 0
+
+
 def main(argv: list[str]) -> int:
     browser = find_browser()
+    slides = argv[:1] == ["--slides"]
     if browser is None:
-        print("check-browser: SKIPPED, no Chromium found (tried " + ", ".join(BROWSERS) + "). "
-              "Install Debian's `chromium` package to run the browser check.")
+        print(f"check-browser{' --slides' if slides else ''}: SKIPPED, no Chromium found (tried "
+              + ", ".join(BROWSERS) + "). Install Debian's `chromium` package to run it.")
         return 0
+    if slides:
+        folder = Path(argv[1] if len(argv) > 1 else ROOT / "_build" / "slides").resolve()
+        decks = sorted(folder.glob("week*.html"))
+        if not decks:
+            print(f"check-browser --slides: no decks in {folder}; run `make slides` first.")
+            return 1
+        return _report(check_slides(browser, decks), f"check-browser --slides: {len(decks)} "
+                       f"decks with {Path(browser).name}")
     if not (HTML / "index.html").exists():
         print(f"check-browser: {HTML} holds no built book; run `make book` first.")
         return 1
     pages = [Path(a).resolve() for a in argv] or sorted(
         p for p in HTML.rglob("*.html") if not ({"_static", "_sources"} & set(p.parts)))
-    problems = check(browser, pages)
-    for p in problems:
-        print("FAIL", p)
-    print(f"check-browser: {len(pages)} pages x {len(VIEWPORTS)} widths with {Path(browser).name}, "
-          f"network blocked: {len(problems)} problems; screenshots in {SHOTS.relative_to(ROOT)}")
-    return 1 if problems else 0
+    return _report(check(browser, pages), f"check-browser: {len(pages)} pages x {len(VIEWPORTS)} "
+                   f"widths with {Path(browser).name} (screenshots in {SHOTS.relative_to(ROOT)})")
 
 
 if __name__ == "__main__":

@@ -16,20 +16,19 @@ experiments. Hidden exercise solutions (``{solution}`` blocks) are left out.
 The labs and the grading use nbgrader (``generate_assignment``, ``autograde`` and its sqlite
 gradebook): no server, no network.
 
-    python -m tools.labs build OUT            # OUT/<lab>.ipynb, one lab per chapter of the toc
-    python -m tools.labs grade SUBMISSIONS OUT
+    python -m tools.labs build OUT                            # OUT/<lab>.ipynb, one per chapter
+    python -m tools.labs grade SUBMISSIONS OUT [--roster FILE] [--hidden FOLDER]
 
 ``SUBMISSIONS`` holds one folder per student with the student's completed labs,
-``SUBMISSIONS/<student>/<lab>.ipynb``; ``grade`` writes ``OUT/grades.csv`` (student, lab, check,
-points, max_points) and ``OUT/summary.csv`` (student, lab, points, max_points) and prints the
-summary.
+``SUBMISSIONS/<student>/<lab>.ipynb``; ``grade`` (:mod:`tools.grading`) grades each in a
+sandbox, writes ``OUT/grades.csv`` (student, lab, check, points, max_points) and
+``OUT/summary.csv`` (a row per student and lab: status, points, reason, warnings, flags) and
+prints the summary.
 """
 
 from __future__ import annotations
 
 import ast
-import base64
-import csv
 import json
 import os
 import re
@@ -43,6 +42,9 @@ import yaml
 from .toc import ROOT, entry_files
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+# the hidden tests of the checks, one file per check id (tools/hidden_checks/README.md)
+HIDDEN = Path(__file__).with_name("hidden_checks")
 PREAMBLE = """\
 # The modules the checks use (run this cell first)
 import numpy as np
@@ -76,7 +78,7 @@ def chapters(root: Path = ROOT) -> list[tuple[str, list[Path]]]:
 
 
 # ---------------------------------------------------------------------------- markdown text
-def _fenced_blocks(text: str, directive: str) -> list[tuple[int, int]]:
+def fenced_blocks(text: str, directive: str) -> list[tuple[int, int]]:
     """Line ranges ``[start, end)`` of the MyST blocks ````{directive}`` (any fence width)."""
     lines, spans, i = text.split("\n"), [], 0
     opening = re.compile(r"^(`{3,}|:{3,})\{" + re.escape(directive) + r"\}")
@@ -93,10 +95,10 @@ def _fenced_blocks(text: str, directive: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _replace_blocks(text: str, directive: str, replace) -> str:
+def replace_blocks(text: str, directive: str, replace) -> str:
     """``text`` with each ````{directive}`` block's lines passed through ``replace``."""
     lines = text.split("\n")
-    for start, end in reversed(_fenced_blocks(text, directive)):
+    for start, end in reversed(fenced_blocks(text, directive)):
         lines[start:end] = replace(lines[start:end])
     return "\n".join(lines)
 
@@ -108,8 +110,11 @@ def _exercise(block: list[str]) -> list[str]:
 
 
 def _box(block: list[str]) -> list[str]:
+    """A MyST box as a quote; a ``dropdown`` one (a hint) folded, for the student to open."""
     title = re.sub(r"^[`:]+\{\w+\}\s*", "", block[0]).strip()
     body = [line for line in block[1:-1] if not re.match(r"^:\w+:", line)]
+    if any(re.match(r"^:class:.*\bdropdown\b", line) for line in block):
+        return [f"<details><summary>{title or 'Hint'}</summary>", "", *body, "", "</details>"]
     head = [f"> **{title}**", ">"] if title else []
     return [*head, *(f"> {line}".rstrip() for line in body)]
 
@@ -117,12 +122,12 @@ def _box(block: list[str]) -> list[str]:
 def student_markdown(text: str) -> str:
     """The chapter's markdown for a student: hidden solutions removed, each exercise and box
     shown as a quote, glued book values pointed to the book."""
-    text = _replace_blocks(text, "solution", lambda block: [])
-    text = _replace_blocks(text, "exercise", _exercise)
-    text = _replace_blocks(text, "glue", lambda block: [
+    text = replace_blocks(text, "solution", lambda block: [])
+    text = replace_blocks(text, "exercise", _exercise)
+    text = replace_blocks(text, "glue", lambda block: [
         "*(A figure of the book: see this chapter in the book.)*"])
     for box in ("admonition", "note", "tip", "warning", "important"):
-        text = _replace_blocks(text, box, _box)
+        text = replace_blocks(text, box, _box)
     # MyST roles Jupyter does not know: citations as [key], values glued from cells pointed to
     # the book, cross-references as their target
     text = re.sub(r"\{cite(?::\w+)?\}`([^`]+)`", r"[\1]", text)
@@ -204,8 +209,20 @@ def _title(page: Path) -> str:
     return match.group(1).strip() if match else page.stem
 
 
-def lab_source(name: str, pages: list[Path]) -> dict:
-    """The nbgrader source notebook of one lab, built from a chapter's pages."""
+def hidden_tests(grade_id: str, hidden: Path | None = None) -> str:
+    """The hidden tests of the check ``grade_id`` between nbgrader's markers (nbgrader leaves
+    them out of the labs students receive and runs them at grading), or ``""``: the file
+    ``<grade_id>.py`` of ``hidden``, else of :data:`HIDDEN` (see its README)."""
+    for folder in (hidden, HIDDEN):
+        if folder is not None and (Path(folder) / f"{grade_id}.py").exists():
+            code = (Path(folder) / f"{grade_id}.py").read_text().strip()
+            return f"\n\n{HIDDEN_BEGIN}\n{code}\n{HIDDEN_END}"
+    return ""
+
+
+def lab_source(name: str, pages: list[Path], hidden: Path | None = None) -> dict:
+    """The nbgrader source notebook of one lab, built from a chapter's pages; ``hidden``, a
+    folder of hidden tests that replace the defaults (:func:`hidden_tests`)."""
     number = int(name[3:5])
     cells = [
         {"cell_type": "markdown", "metadata": {}, "source":
@@ -246,6 +263,7 @@ def lab_source(name: str, pages: list[Path]) -> dict:
                 match = re.match(r"# Check (\w+)", source)
                 kind, points = "check", lab["check"]
                 grade_id = f"check_{match.group(1) if match else len(ids) + 1}"
+                source += hidden_tests(grade_id, hidden)
             else:
                 raise ValueError(f"{page.name}: unknown lab marking {lab!r}; expected \"setup\", "
                                  "{\"solution\": [names]} or {\"check\": points}")
@@ -278,7 +296,8 @@ def reference_lines(source_notebook: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- nbgrader
-def _api(course: Path):
+def nbgrader_api(course: Path):
+    """nbgrader's API for the course folder ``course`` (offline, no server)."""
     # nbgrader runs the `alembic` command of its environment to set up its gradebook: put this
     # Python's bin folder first on PATH, also when the venv is not activated.
     bin_dir = str(Path(sys.executable).parent)
@@ -288,28 +307,28 @@ def _api(course: Path):
     from traitlets.config import Config
 
     # nbgrader 0.9.6 trips over its own gradebook session at every autograde (harmless)
-    warnings.filterwarnings("ignore", message="Object of type <SubmittedNotebook> not in session")
+    warnings.filterwarnings("ignore", message="Object of type <Submitted")
 
     config = Config()
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.course_id = "pruning-nlp-models"
-    config.Execute.timeout = 600  # per cell; the checks take seconds
-    config.Execute.allow_errors = True
     return NbGraderAPI(config=config)
 
 
-def build_course(course: Path, root: Path = ROOT) -> list[str]:
-    """Write the nbgrader course ``course`` (source and release of every lab); the lab names."""
+def build_course(course: Path, root: Path = ROOT, hidden: Path | None = None) -> list[str]:
+    """Write the nbgrader course ``course`` (source and release of every lab, the source with
+    the hidden tests of ``hidden`` or the defaults); the lab names."""
     if course.exists():
         shutil.rmtree(course)
     names = []
     for name, pages in chapters(root):
         folder = course / "source" / name
         folder.mkdir(parents=True)
-        (folder / f"{name}.ipynb").write_text(json.dumps(lab_source(name, pages), indent=1,
-                                                         ensure_ascii=False) + "\n")
+        source = lab_source(name, pages, hidden)
+        (folder / f"{name}.ipynb").write_text(json.dumps(source, indent=1, ensure_ascii=False)
+                                              + "\n")
         names.append(name)
-    api = _api(course)
+    api = nbgrader_api(course)
     for name in names:
         result = api.generate_assignment(name, force=True)
         if not result["success"]:
@@ -318,98 +337,64 @@ def build_course(course: Path, root: Path = ROOT) -> list[str]:
     return names
 
 
-def build(out: Path, root: Path = ROOT) -> list[Path]:
-    """The student labs ``out/<lab>.ipynb`` (the course itself goes to ``out/course``)."""
+def teacher_folder(out: Path) -> Path:
+    """Where :func:`build` puts the nbgrader course of the labs in ``out``: beside it, never
+    inside the folder handed out (the course's source holds the solutions and hidden tests)."""
+    return out.resolve().parent / f"{out.resolve().name}-teacher"
+
+
+def build(out: Path, root: Path = ROOT, course: Path | None = None,
+          hidden: Path | None = None) -> list[Path]:
+    """The student labs ``out/<lab>.ipynb`` and nothing else in ``out``; the nbgrader course,
+    with solutions and hidden tests, goes to ``course`` (default :func:`teacher_folder`)."""
+    course = course or teacher_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = build_course(out / "course", root)
+    names = build_course(course, root, hidden)
     labs = []
     for name in names:
         lab = out / f"{name}.ipynb"
-        shutil.copyfile(out / "course" / "release" / name / f"{name}.ipynb", lab)
+        shutil.copyfile(course / "release" / name / f"{name}.ipynb", lab)
         labs.append(lab)
     return labs
 
 
-def grade(submissions: Path, out: Path, root: Path = ROOT) -> list[dict]:
-    """Grade ``submissions/<student>/<lab>.ipynb``; write ``out/grades.csv`` and
-    ``out/summary.csv``; return the rows of grades.csv.
-
-    Raises:
-        ValueError: ``submissions`` is not a folder, holds no notebooks, or a notebook's name is
-            not one of the labs.
-    """
-    from nbgrader.api import Gradebook
-
-    if not submissions.is_dir():
-        raise ValueError(f"SUBMISSIONS must be a folder of student folders, got {submissions}")
-    found = sorted(submissions.glob("*/*.ipynb"))
-    if not found:
-        raise ValueError(f"no <student>/<lab>.ipynb under {submissions}")
-    course = out / "course"
-    names = build_course(course, root)
-    for notebook in found:
-        student, lab = notebook.parent.name, notebook.stem
-        if lab not in names:
-            raise ValueError(f"{notebook}: {lab!r} is not a lab; the labs are {names}")
-        target = course / "submitted" / student / lab
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(notebook, target / f"{lab}.ipynb")
-    api = _api(course)
-    rows = []
-    for notebook in found:
-        student, lab = notebook.parent.name, notebook.stem
-        result = api.autograde(lab, student, force=True, create=True)
-        if not result["success"]:
-            raise RuntimeError(f"nbgrader autograde {lab} {student} failed:\n{result.get('log')}"
-                               f"\n{result.get('error')}")
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        for notebook in found:
-            student, lab = notebook.parent.name, notebook.stem
-            graded = gradebook.find_submission_notebook(lab, lab, student)
-            for g in sorted(graded.grades, key=lambda g: g.name):
-                if g.max_score:
-                    rows.append({"student": student, "lab": lab, "check": g.name,
-                                 "points": float(g.score), "max_points": float(g.max_score)})
-    out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "grades.csv", rows)
-    summary: dict[tuple[str, str], dict] = {}
-    for row in rows:
-        entry = summary.setdefault((row["student"], row["lab"]), {
-            "student": row["student"], "lab": row["lab"], "points": 0.0, "max_points": 0.0})
-        entry["points"] += row["points"]
-        entry["max_points"] += row["max_points"]
-    _write_csv(out / "summary.csv", list(summary.values()))
-    return rows
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["student"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "build":
-        labs = build(Path(argv[1]))
-        print(f"{len(labs)} labs written to {Path(argv[1]).resolve()}:")
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tools.labs",
+                                     description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_command = commands.add_parser("build", help="write one student lab per chapter")
+    build_command.add_argument("out", type=Path)
+    grade_command = commands.add_parser("grade", help="grade a folder of completed labs")
+    grade_command.add_argument("submissions", type=Path)
+    grade_command.add_argument("out", type=Path)
+    grade_command.add_argument("--roster", type=Path, help="a file of student names, one a line")
+    grade_command.add_argument("--hidden", type=Path, help="a folder of your own hidden tests")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        labs = build(args.out)
+        print(f"{len(labs)} labs written to {args.out.resolve()} (hand this folder out):")
         for lab in labs:
             print(f"  {lab.name}")
+        print(f"the nbgrader course, with solutions and hidden tests (keep it): "
+              f"{teacher_folder(args.out)}")
         return 0
-    if len(argv) == 3 and argv[0] == "grade":
-        out = Path(argv[2])
-        grade(Path(argv[1]), out)
-        with (out / "summary.csv").open() as handle:
-            rows = list(csv.DictReader(handle))
-        print(f"{'student':<16} {'lab':<28} points")
-        for row in rows:
-            print(f"{row['student']:<16} {row['lab']:<28} "
-                  f"{float(row['points']):g} / {float(row['max_points']):g}")
-        print(f"per check: {(out / 'grades.csv').resolve()}\nper lab:   "
-              f"{(out / 'summary.csv').resolve()}")
-        return 0
-    print(__doc__, file=sys.stderr)
-    return 2
+    from .grading import grade
+
+    roster = None
+    if args.roster:
+        roster = [line.strip() for line in args.roster.read_text().splitlines()
+                  if line.strip() and not line.startswith("#")]
+    rows = grade(args.submissions, args.out, roster=roster, hidden=args.hidden)
+    print(f"{'student':<16} {'lab':<28} {'status':<10} points")
+    for row in rows:
+        note = row["reason"] or "; ".join(row["warnings"] + row["flags"])
+        print(f"{row['student']:<16} {row['lab']:<28} {row['status']:<10} "
+              f"{row['points']:g} / {row['max_points']:g}" + (f"  ({note})" if note else ""))
+    print(f"per check: {(args.out / 'grades.csv').resolve()}\nper lab:   "
+          f"{(args.out / 'summary.csv').resolve()}")
+    return 0
 
 
 if __name__ == "__main__":
