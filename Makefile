@@ -102,7 +102,9 @@ bench: $(STAMP)
 # solutions and hidden tests, goes beside it to $(LABS)-teacher); and the grading of a folder of
 # completed labs, SUBMISSIONS/<student>/<lab>.ipynb, each in a sandbox (tools.grading), to
 # $(GRADES)/grades.csv (per check) and summary.csv (a row per student and lab). ROSTER, a file
-# of names, adds the students who handed in nothing; HIDDEN, a folder, your own hidden tests.
+# of names, adds the students who handed in nothing; HIDDEN, a folder, your own hidden tests;
+# DUE (2026-12-10T23:59+01:00) the due date: the summary says who was late. Feedback pages go to
+# $(GRADES)/feedback.
 LABS   ?= _build/labs
 GRADES ?= _build/grades
 labs: $(STAMP)
@@ -110,7 +112,7 @@ labs: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder-of-student-folders"; exit 2; }
-	$(BIN)/python -m tools.labs grade $(SUBMISSIONS) $(GRADES) $(if $(ROSTER),--roster $(ROSTER)) $(if $(HIDDEN),--hidden $(HIDDEN))
+	$(BIN)/python -m tools.labs grade $(SUBMISSIONS) $(GRADES) $(if $(ROSTER),--roster $(ROSTER)) $(if $(HIDDEN),--hidden $(HIDDEN)) $(if $(DUE),--due $(DUE))
 
 # The student edition of the book (tools.student_edition): the lab functions as stubs, no
 # exercise solutions; sources in _build/student-src, HTML in _build/student/_build/html.

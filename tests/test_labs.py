@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,10 @@ subprocess.Popen(["sh", "-c", "sleep 2; echo mallory,2 > " + OUT + "/summary.csv
 """
 
 
+DUE = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(timespec="seconds")
+ON_TIME = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
+
+
 @pytest.fixture(scope="module")
 def graded(built, tmp_path_factory) -> tuple[Path, list[dict], list[dict], Path]:
     """A class graded with `python -m tools.labs grade` (what `make grade` runs): `given` hands
@@ -297,9 +302,11 @@ def graded(built, tmp_path_factory) -> tuple[Path, list[dict], list[dict], Path]
         (submissions / student / f"{lab}.ipynb").write_text(text)
     roster = tmp_path_factory.mktemp("roster") / "roster.txt"
     roster.write_text("# the class\nzoe\nada\n")
+    # ada handed lab 1 in on time (a time stamp beside the file); every other file is an hour late
+    (submissions / "ada" / "lab01_what_is_pruning.timestamp.txt").write_text(ON_TIME)
     run = subprocess.run([sys.executable, "-m", "tools.labs", "grade", str(submissions),
-                          str(out), "--roster", str(roster)], capture_output=True, text=True,
-                         cwd=ROOT)
+                          str(out), "--roster", str(roster), "--due", DUE],
+                         capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "per check:" in run.stdout
     time.sleep(4)  # time for mallory's background process, had it survived, to do its work
@@ -442,3 +449,19 @@ def test_the_quiet_bugs_lose_their_points_and_the_cheat_is_flagged(graded):
     copycat = row_of(summary, "copycat", "lab08_beyond")
     assert copycat["points"] == copycat["max_points"]  # the checks cannot see it ...
     assert "nm_mask: uses prune.nm_masks (nlprune)" in copycat["flags"]  # ... the flags do
+
+
+def test_lateness_and_feedback_are_reported(graded):
+    out, _, summary, _ = graded
+    on_time = row_of(summary, "ada", "lab01_what_is_pruning")
+    assert on_time["late"] == "" and on_time["submitted"] == ON_TIME
+    late = row_of(summary, "ada")
+    assert late["late"].startswith("1 h 0 min late") or late["late"].startswith("59 min"), late
+    assert row_of(summary, "zoe")["late"] == ""  # nothing handed in, nothing late
+    # a feedback page for every graded row, with the check's own message, and nothing to fetch
+    for row in summary:
+        assert bool(row["feedback"]) == (row["status"] == "graded"), row
+    page = (out / row_of(summary, "no_k0")["feedback"]).read_text()
+    assert "hidden check: threshold(w, 0.000)" in page and "nothing may be pruned" in page
+    links = re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?:[^"]+)"', page)
+    assert not links, links

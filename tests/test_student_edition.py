@@ -52,6 +52,12 @@ def test_the_edition_has_every_page_and_no_answer(edition):
                  if isinstance(c["metadata"].get("lab"), dict) and "solution" in c["metadata"]["lab"]
                  for name in c["metadata"]["lab"]["solution"]]
     assert text.count(student_edition.STUB) == len(functions) >= 10
+    # the teaching guide's notes for the teacher are left out, the rest of the guide is kept
+    guide = (ROOT / "book" / "teaching.md").read_text()
+    assert guide.count(":class: dropdown teacher") >= 9
+    copy = (edition / "book" / "teaching.md").read_text()
+    assert "teacher" not in "".join(line for line in copy.split("\n") if line.startswith(":class:"))
+    assert "## Discussion questions" in copy and "What to listen for" not in copy
     assert "(student edition)" in (edition / "_config.yml").read_text()
     assert "student edition" in (edition / "book" / "intro.md").read_text()
 

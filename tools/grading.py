@@ -39,20 +39,24 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .labs import build_course, nbgrader_api
 from .toc import ROOT
 
 SANDBOX = Path(__file__).with_name("sandbox.py")
+MATHJAX = ROOT / "book" / "_static" / "mathjax"
 CELL_TIMEOUT = 60  # seconds per cell: the checks take seconds
 SUBMISSION_TIMEOUT = 600  # seconds for one submission, kernel start included
-FIELDS = ["student", "lab", "status", "points", "max_points", "reason", "warnings", "flags"]
+FIELDS = ["student", "lab", "status", "points", "max_points", "submitted", "late", "reason",
+          "warnings", "flags", "feedback"]
 # names in a solution cell the teacher should look at: they can reach the grading itself
 SUSPICIOUS = {"get_ipython", "exec", "eval", "compile", "__import__", "globals", "setattr",
               "__builtins__", "builtins", "sys", "os", "subprocess", "ctypes", "signal",
@@ -311,22 +315,72 @@ def _checked(autograded: Path) -> dict[str, bool]:
     return passed
 
 
+def submitted_at(path: Path) -> datetime:
+    """When ``path`` was handed in: the time in ``<lab>.timestamp.txt`` beside it (ISO 8601,
+    e.g. ``2026-12-10T23:10:00+00:00``; naive times are UTC), else the file's modification
+    time (keep it when you collect the files: ``cp -p``, ``rsync -t``, an unzipped archive)."""
+    stamp = path.with_suffix(".timestamp.txt")
+    if stamp.exists():
+        when = datetime.fromisoformat(stamp.read_text().strip())
+        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+
+
+def _late(seconds: float) -> str:
+    if seconds <= 0:
+        return ""
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours} h {rest // 60} min late" if hours else f"{rest // 60} min {rest % 60} s late"
+
+
+# nbgrader's feedback template loads MathJax 2 from a CDN, whatever the exporter's settings
+CDN_MATHJAX = re.compile(r'<script[^>]*src="https://cdnjs\.cloudflare\.com/ajax/libs/mathjax/[^"]*"[^>]*>'
+                         r'\s*</script>')
+LOCAL_MATHJAX = ('<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]]}};'
+                 '</script>\n<script src="../mathjax/tex-chtml.js"></script>')
+
+
+def offline_feedback(page: str) -> str:
+    """A feedback page of nbgrader's that loads the book's MathJax (copied to
+    ``out/feedback/mathjax``) instead of a CDN's.
+
+    Raises:
+        ValueError: the page loads MathJax from somewhere this function does not know.
+    """
+    page, found = CDN_MATHJAX.subn(lambda _: LOCAL_MATHJAX, page)
+    if found != 1:
+        raise ValueError(f"feedback page: expected one MathJax script from the CDN, found {found}")
+    return page
+
+
 def grade(submissions: Path, out: Path, root: Path = ROOT, roster: list[str] | None = None,
-          hidden: Path | None = None) -> list[dict]:
+          hidden: Path | None = None, due: datetime | None = None) -> list[dict]:
     """Grade ``submissions/<student>/<lab>.ipynb``; write ``out/grades.csv`` and
     ``out/summary.csv``; return the rows of summary.csv.
 
+    ``due`` (a time with its zone) is every lab's due date: the summary says how late each
+    submission came (:func:`submitted_at`); no points are taken off. Each graded submission
+    gets nbgrader's feedback, a page with every check's message, in ``out/feedback``.
+
     Raises:
-        ValueError: ``submissions`` is not a folder.
+        ValueError: ``submissions`` is not a folder, or ``due`` has no time zone.
         RuntimeError: the sandbox cannot be made on this machine.
     """
     from nbgrader.api import Gradebook
 
     if not submissions.is_dir():
         raise ValueError(f"SUBMISSIONS must be a folder of student folders, got {submissions}")
+    if due is not None and due.tzinfo is None:
+        raise ValueError(f"due must say its time zone (e.g. 2026-12-10T23:59+01:00), got {due}")
     check_sandbox()
     course = out / "course"
     names = build_course(course, root, hidden)
+    if due is not None:
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+            for name in names:
+                # the gradebook keeps naive UTC times, as nbgrader's own parse_utc makes them
+                gradebook.update_or_create_assignment(
+                    name, duedate=due.astimezone(timezone.utc).replace(tzinfo=None))
     released = {}
     for name in names:
         release = json.loads((course / "release" / name / f"{name}.ipynb").read_text())
@@ -362,6 +416,7 @@ def grade(submissions: Path, out: Path, root: Path = ROOT, roster: list[str] | N
             target = course / "submitted" / student / lab
             target.mkdir(parents=True, exist_ok=True)
             (target / f"{lab}.ipynb").write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+            (target / "timestamp.txt").write_text(submitted_at(files[-1]).isoformat())
             todo.append((student, lab, notes, flags(nb)))
     hide, keep = sandbox_folders(submissions, out)
     grader = api(course, hide, keep)
@@ -381,6 +436,10 @@ def grade(submissions: Path, out: Path, root: Path = ROOT, roster: list[str] | N
                 continue
             student, lab = row["student"], row["lab"]
             passed = _checked(course / "autograded" / student / lab / f"{lab}.ipynb")
+            submission = gradebook.find_submission(lab, student)
+            if submission.timestamp is not None:
+                row["submitted"] = submission.timestamp.replace(tzinfo=timezone.utc).isoformat()
+            row["late"] = _late(submission.total_seconds_late or 0)
             graded = gradebook.find_submission_notebook(lab, lab, student)
             for g in sorted(graded.grades, key=lambda g: g.name):
                 if not g.max_score:
@@ -396,6 +455,18 @@ def grade(submissions: Path, out: Path, root: Path = ROOT, roster: list[str] | N
     for row in rows:
         if row["status"] != "graded":
             row["max_points"] = _max_points(course, row["lab"]) if row["lab"] in names else 0.0
+            continue
+        if not (out / "feedback" / "mathjax").exists():
+            shutil.copytree(MATHJAX, out / "feedback" / "mathjax")
+        result = grader.generate_feedback(row["lab"], row["student"])
+        page = course / "feedback" / row["student"] / row["lab"] / f"{row['lab']}.html"
+        if result["success"] and page.exists():
+            target = out / "feedback" / row["student"] / f"{row['lab']}.html"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(offline_feedback(page.read_text()))
+            row["feedback"] = str(target.relative_to(out))
+        else:
+            row["warnings"].append("no feedback page: " + _reason(result))
     rows.sort(key=lambda r: (r["student"], r["lab"]))
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "grades.csv", checks, ["student", "lab", "check", "points", "max_points"])
@@ -407,7 +478,8 @@ def grade(submissions: Path, out: Path, root: Path = ROOT, roster: list[str] | N
 def _row(student: str, lab: str, status: str, reason: str = "", warnings: list[str] | None = None,
          flags: list[str] | None = None) -> dict:
     return {"student": student, "lab": lab, "status": status, "points": 0.0, "max_points": 0.0,
-            "reason": reason, "warnings": list(warnings or []), "flags": list(flags or [])}
+            "submitted": "", "late": "", "feedback": "", "reason": reason,
+            "warnings": list(warnings or []), "flags": list(flags or [])}
 
 
 def _max_points(course: Path, lab: str) -> float:

@@ -17,7 +17,7 @@ The labs and the grading use nbgrader (``generate_assignment``, ``autograde`` an
 gradebook): no server, no network.
 
     python -m tools.labs build OUT                            # OUT/<lab>.ipynb, one per chapter
-    python -m tools.labs grade SUBMISSIONS OUT [--roster FILE] [--hidden FOLDER]
+    python -m tools.labs grade SUBMISSIONS OUT [--roster FILE] [--hidden FOLDER] [--due WHEN]
 
 ``SUBMISSIONS`` holds one folder per student with the student's completed labs,
 ``SUBMISSIONS/<student>/<lab>.ipynb``; ``grade`` (:mod:`tools.grading`) grades each in a
@@ -371,6 +371,8 @@ def main(argv: list[str]) -> int:
     grade_command.add_argument("out", type=Path)
     grade_command.add_argument("--roster", type=Path, help="a file of student names, one a line")
     grade_command.add_argument("--hidden", type=Path, help="a folder of your own hidden tests")
+    grade_command.add_argument("--due", help="the labs' due date, ISO 8601 with its time zone, "
+                               "e.g. 2026-12-10T23:59+01:00: the summary says who was late")
     args = parser.parse_args(argv)
     if args.command == "build":
         labs = build(args.out)
@@ -386,10 +388,14 @@ def main(argv: list[str]) -> int:
     if args.roster:
         roster = [line.strip() for line in args.roster.read_text().splitlines()
                   if line.strip() and not line.startswith("#")]
-    rows = grade(args.submissions, args.out, roster=roster, hidden=args.hidden)
+    from datetime import datetime
+
+    due = datetime.fromisoformat(args.due) if args.due else None
+    rows = grade(args.submissions, args.out, roster=roster, hidden=args.hidden, due=due)
     print(f"{'student':<16} {'lab':<28} {'status':<10} points")
     for row in rows:
-        note = row["reason"] or "; ".join(row["warnings"] + row["flags"])
+        note = row["reason"] or "; ".join([row["late"]] * bool(row["late"]) + row["warnings"]
+                                          + row["flags"])
         print(f"{row['student']:<16} {row['lab']:<28} {row['status']:<10} "
               f"{row['points']:g} / {row['max_points']:g}" + (f"  ({note})" if note else ""))
     print(f"per check: {(args.out / 'grades.csv').resolve()}\nper lab:   "
