@@ -227,10 +227,6 @@ subprocess.Popen(["sh", "-c", "sleep 2; echo mallory,2 > " + OUT + "/summary.csv
 """
 
 
-DUE = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(timespec="seconds")
-ON_TIME = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
-
-
 @pytest.fixture(scope="module")
 def graded(built, tmp_path_factory) -> tuple[Path, list[dict], list[dict], Path]:
     """A class graded with `python -m tools.labs grade` (what `make grade` runs): `given` hands
@@ -302,10 +298,13 @@ def graded(built, tmp_path_factory) -> tuple[Path, list[dict], list[dict], Path]
         (submissions / student / f"{lab}.ipynb").write_text(text)
     roster = tmp_path_factory.mktemp("roster") / "roster.txt"
     roster.write_text("# the class\nzoe\nada\n")
-    # ada handed lab 1 in on time (a time stamp beside the file); every other file is an hour late
-    (submissions / "ada" / "lab01_what_is_pruning.timestamp.txt").write_text(ON_TIME)
+    # ada handed lab 1 in on time (a time stamp beside the file); every other file, written in
+    # the last minutes, is an hour late
+    due = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(timespec="seconds")
+    on_time = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
+    (submissions / "ada" / "lab01_what_is_pruning.timestamp.txt").write_text(on_time)
     run = subprocess.run([sys.executable, "-m", "tools.labs", "grade", str(submissions),
-                          str(out), "--roster", str(roster), "--due", DUE],
+                          str(out), "--roster", str(roster), "--due", due],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "per check:" in run.stdout
@@ -452,11 +451,12 @@ def test_the_quiet_bugs_lose_their_points_and_the_cheat_is_flagged(graded):
 
 
 def test_lateness_and_feedback_are_reported(graded):
-    out, _, summary, _ = graded
+    out, _, summary, submissions = graded
     on_time = row_of(summary, "ada", "lab01_what_is_pruning")
-    assert on_time["late"] == "" and on_time["submitted"] == ON_TIME
+    stamp = (submissions / "ada" / "lab01_what_is_pruning.timestamp.txt").read_text()
+    assert on_time["late"] == "" and on_time["submitted"] == stamp
     late = row_of(summary, "ada")
-    assert late["late"].startswith("1 h 0 min late") or late["late"].startswith("59 min"), late
+    assert re.fullmatch(r"1 h [0-9] min late|59 min \d+ s late", late["late"]), late
     assert row_of(summary, "zoe")["late"] == ""  # nothing handed in, nothing late
     # a feedback page for every graded row, with the check's own message, and nothing to fetch
     for row in summary:
