@@ -412,12 +412,18 @@ def grade(submissions: Path, out: Path, root: Path = ROOT, roster: list[str] | N
             if nb is None:
                 rows.append(_row(student, lab, "error", reason=f"{files[-1].name}: {reason}"))
                 continue
-            notes += clean(nb, released[lab])
+            try:  # marks of any shape a student's editor may leave
+                notes += clean(nb, released[lab])
+                flagged = flags(nb)
+            except (AttributeError, KeyError, TypeError) as error:
+                rows.append(_row(student, lab, "error", reason=f"{files[-1].name}: its grading "
+                                 f"marks cannot be read ({type(error).__name__}: {error})"))
+                continue
             target = course / "submitted" / student / lab
             target.mkdir(parents=True, exist_ok=True)
             (target / f"{lab}.ipynb").write_text(json.dumps(nb, indent=1, ensure_ascii=False))
             (target / "timestamp.txt").write_text(submitted_at(files[-1]).isoformat())
-            todo.append((student, lab, notes, flags(nb)))
+            todo.append((student, lab, notes, flagged))
     hide, keep = sandbox_folders(submissions, out)
     grader = api(course, hide, keep)
     for student, lab, notes, flagged in todo:
