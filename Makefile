@@ -73,10 +73,17 @@ notebooks: $(STAMP)
 	$(POOL) $(NBVAL_FLAGS) notebooks
 
 # The unit tests join the notebooks' pool, after them: they fill the minutes in which one worker
-# would wait for the other's last notebook.
+# would wait for the other's last notebook. The book is built meanwhile, in the background (its
+# log in _build/html-build.log, printed when it fails; it reads the notebooks and runs none), and
+# its HTML is checked after the pool (check-html's tests).
+HTML_LOG := _build/html-build.log
 test: $(STAMP)
-	$(POOL) $(NBVAL_FLAGS) $(UNIT_PATHS) notebooks
-	$(MAKE) check-html
+	@mkdir -p _build; $(MAKE) html > $(HTML_LOG) 2>&1 & build=$$!; \
+	$(POOL) $(NBVAL_FLAGS) $(UNIT_PATHS) notebooks; tests=$$?; \
+	wait $$build; built=$$?; \
+	if [ $$built -ne 0 ]; then tail -n 80 $(HTML_LOG); echo "the book build failed (log: $(HTML_LOG))"; \
+	else echo "the book built (log: $(HTML_LOG))"; fi; \
+	[ $$tests -eq 0 ] && [ $$built -eq 0 ] && $(BIN)/python -m pytest tests/html
 
 # The pool of `make test`, recording the seconds each file took in tests/durations.json, which
 # orders the pool (longest first, conftest.py). Commit the file after a run that passed.

@@ -8,7 +8,9 @@
   longest-processing-time rule), so that no worker is left alone with a long notebook at the
   end. The seconds are those a run recorded in ``tests/durations.json`` (``make durations``, or
   ``pytest --store-durations``); a notebook not in it starts first, any other file last. Only the
-  order uses them: no test looks at the clock.
+  order uses them: no test looks at the clock. One exception: chapter 2 starts first and section
+  2b third, so that 2b finds the seed-0 runs chapter 2 stored in the cache instead of making them
+  again (about 70 s). (xdist hands a worker its next file when its current one is nearly done.)
 * At the end of a run, the files that took over 20 s are listed (``--durations`` lists tests).
 * Each test process gives its kernels a fresh IPython directory whose history is kept in memory:
   two kernels starting at once never share ``~/.ipython``'s history database, and a reader's own
@@ -40,6 +42,9 @@ ROOT = Path(__file__).resolve().parent
 DURATIONS = ROOT / "tests" / "durations.json"  # {file relative to the root: seconds}, committed
 NBVAL_OUTPUT_TIMEOUT = 120  # seconds nbval waits for each output message of a cell
 SHOWN_SECONDS = 20  # files that took longer are listed at the end of the run
+# A notebook that reuses runs another one stored (cache.load_results) and makes them itself when
+# they are not there yet: in the pool it runs after the other, on the same worker.
+READS_RESULTS_OF = {"notebooks/02b_schedules_seeds.ipynb": "notebooks/02_magnitude_pruning.ipynb"}
 
 
 KERNEL_LOGS = ROOT / ".cache" / "kernels"  # the stderr of each notebook's kernel
@@ -123,6 +128,17 @@ def pytest_collection_modifyitems(config, items):
 
     # Longest file first; the sort is stable, so each file's tests keep their order.
     items.sort(key=lambda item: -expected(item))
+    files = list(dict.fromkeys(file_of(item.nodeid) for item in items))
+    for reader, writer in READS_RESULTS_OF.items():
+        if reader in files and writer in files:
+            # the writer first, the reader third: the second file goes to the other worker,
+            # and the worker that ran the writer takes the reader next
+            files.remove(reader)
+            files.remove(writer)
+            files[:0] = [writer]
+            files.insert(min(2, len(files)), reader)
+    rank = {name: i for i, name in enumerate(files)}
+    items.sort(key=lambda item: rank[file_of(item.nodeid)])
 
 
 _seconds_per_file: defaultdict[str, float] = defaultdict(float)

@@ -1,4 +1,6 @@
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,8 @@ def test_cached_model_writes_through_a_file_of_its_own(tmp_cache):
     stranger.write_bytes(b"half")
     cache.cached_model("toy", lambda: torch.nn.Linear(3, 2), lambda m: None)
     assert stranger.read_bytes() == b"half"
-    assert sorted(p.name for p in Path(tmp_cache).iterdir()) == ["toy.json", "toy.pt", "toy.pt.99999.tmp"]
+    assert sorted(p.name for p in Path(tmp_cache).iterdir()) == [
+        "toy.json", "toy.lock", "toy.pt", "toy.pt.99999.tmp"]
 
 
 def test_cached_model_trains_once_then_loads(tmp_cache):
@@ -57,6 +60,32 @@ def test_cached_model_trains_once_then_loads(tmp_cache):
     assert info1["result"] == info2["result"] == {"note": "trained"}
     with pytest.raises(ValueError, match="key"):
         cache.cached_model("a/b", build, train_fn)
+
+
+@pytest.mark.skipif(cache.fcntl is None, reason="no file locks on this system")
+def test_two_at_once_train_once(tmp_cache):
+    # two notebooks asking for the same uncached model at once: one trains, the other waits and
+    # loads what it stored
+    calls, results = [], []
+
+    def train_fn(model):
+        calls.append(1)
+        time.sleep(0.5)  # the second caller arrives while the first is training
+        with torch.no_grad():
+            model.weight.fill_(0.25)
+
+    def ask():
+        model, _ = cache.cached_model("toy", lambda: torch.nn.Linear(3, 2), train_fn)
+        results.append(model.weight.detach().clone())
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert calls == [1]
+    assert len(results) == 2 and all(torch.equal(w, torch.full((2, 3), 0.25)) for w in results)
 
 
 def test_store_and_load_results_need_the_same_recipe_and_version(tmp_cache, monkeypatch):

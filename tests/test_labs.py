@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUGGY_LAB, BUGGY_CHECK = "lab04_l1_l2", "check_prox_l1"
 CORRECT_LINE = "return np.sign(v) * np.maximum(np.abs(v) - lam, 0.0)"
 BUGGY_LINE = "return np.sign(v) * np.maximum(np.abs(v) - 2 * lam, 0.0)"
+# The labs in which a student replaces every check with `pass`.
+EDITED_LABS = ("lab02_magnitude_pruning", "lab06_rnn_math")
 
 
 def strings(node: object) -> list[str]:
@@ -230,10 +232,11 @@ subprocess.Popen(["sh", "-c", "sleep 2; echo mallory,2 > " + OUT + "/summary.csv
 @pytest.fixture(scope="module")
 def graded(built, tmp_path_factory) -> tuple[Path, list[dict], list[dict], Path]:
     """A class graded with `python -m tools.labs grade` (what `make grade` runs): `given` hands
-    in the labs untouched, `ada` the reference solutions, `bob` the reference solutions with one
-    planted bug, `eve` the untouched labs with every check replaced by `pass`; the others hand
-    in one lab each, each with one of the troubles a class brings (see the tests); `zoe`, on
-    the roster, hands in nothing."""
+    in every lab untouched, `ada` every lab with the reference solutions, `bob` lab 4 with the
+    reference solutions and one planted bug, `eve` two untouched labs with every check replaced
+    by `pass`; the others hand in one lab each, each with one of the troubles a class brings
+    (see the tests); `zoe`, on the roster, hands in nothing. (bob and eve hand in one and two
+    labs, not all eight: each graded lab is a kernel started in a sandbox, some 8 s.)"""
     submissions = tmp_path_factory.mktemp("submissions")
     out = tmp_path_factory.mktemp("grades")
     good = {}
@@ -248,8 +251,12 @@ def graded(built, tmp_path_factory) -> tuple[Path, list[dict], list[dict], Path]
         for cell in tampered["cells"]:
             if cell["metadata"].get("nbgrader", {}).get("grade"):
                 cell["source"] = "pass"
-        for student, text in [("given", release), ("ada", correct), ("bob", buggy),
-                              ("eve", json.dumps(tampered))]:
+        handed_in = [("given", release), ("ada", correct)]
+        if name == BUGGY_LAB:
+            handed_in.append(("bob", buggy))
+        if name in EDITED_LABS:
+            handed_in.append(("eve", json.dumps(tampered)))
+        for student, text in handed_in:
             (submissions / student).mkdir(exist_ok=True)
             (submissions / student / f"{name}.ipynb").write_text(text)
     lab1, lab2, lab8 = "lab01_what_is_pruning", "lab02_magnitude_pruning", "lab08_beyond"
@@ -357,8 +364,9 @@ def test_a_planted_bug_loses_exactly_its_checks_points(graded):
     assert lost == {(BUGGY_LAB, BUGGY_CHECK): points[("ada", BUGGY_LAB, BUGGY_CHECK)][1]}
     with (out / "summary.csv").open() as handle:
         summary = {(r["student"], r["lab"]): float(r["points"]) for r in csv.DictReader(handle)}
-    total = {s: sum(v for (who, _), v in summary.items() if who == s) for s in ("ada", "bob")}
-    assert total["ada"] - total["bob"] == lost[(BUGGY_LAB, BUGGY_CHECK)] == 1
+    assert summary[("ada", BUGGY_LAB)] - summary[("bob", BUGGY_LAB)] == lost[
+        (BUGGY_LAB, BUGGY_CHECK)] == 1
+    assert {lab for (who, lab, _) in points if who == "bob"} == {BUGGY_LAB}
 
 
 def test_an_edited_check_does_not_change_the_grade(graded):
@@ -366,9 +374,11 @@ def test_an_edited_check_does_not_change_the_grade(graded):
     out, rows, summary, _ = graded
     eve = {(r["lab"], r["check"]): float(r["points"]) for r in rows if r["student"] == "eve"}
     given = {(r["lab"], r["check"]): float(r["points"]) for r in rows if r["student"] == "given"}
-    assert eve == given and set(eve.values()) == {0.0}
+    assert {lab for lab, _ in eve} == set(EDITED_LABS)
+    assert eve == {key: value for key, value in given.items() if key[0] in EDITED_LABS}
+    assert set(eve.values()) == {0.0}
     for row in summary:
-        if row["student"] == "eve":
+        if row["student"] == "eve" and row["status"] == "graded":
             assert "was edited: graded with the course's own copy" in row["warnings"], row
 
 

@@ -12,8 +12,14 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import torch
 from torch import nn
@@ -56,6 +62,33 @@ def cached_model(key: str, build: Callable[[], nn.Module], train_fn: Callable[[n
     if not key or any(c in key for c in "/\\"):
         raise ValueError(f"key must be a non-empty name without slashes, got {key!r}")
     recipe = None if recipe is None else json.loads(json.dumps(recipe))
+    with _training_lock(cache_dir() / f"{key}.lock"):
+        return _load_or_train(key, build, train_fn, recipe)
+
+
+@contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (``flock``) while the body runs.
+
+    ``make test`` runs two notebooks at once; when both ask for a base model that is not cached
+    yet, the second waits for the first to train and store it, then loads it, instead of training
+    it a second time. Where ``fcntl`` does not exist (Windows) there is no lock: both train, and
+    :func:`_write_atomically` still keeps the files whole.
+    """
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load_or_train(key: str, build: Callable[[], nn.Module], train_fn: Callable[[nn.Module], object],
+                   recipe: object) -> tuple[nn.Module, dict]:
+    """:func:`cached_model`'s work, under its lock."""
     weights, meta = cache_dir() / f"{key}.pt", cache_dir() / f"{key}.json"
     model = build()
     if weights.exists() and meta.exists():
