@@ -206,7 +206,8 @@ _NAMES = {"attn_norm.weight": "attn_norm.weight", "ffn_norm.weight": "ffn_norm.w
 
 
 def load_smollm2(path: str | Path | None = None) -> Llama:
-    """SmolLM2-135M-Instruct as a :class:`Llama` in evaluation mode (float32, about 7 s)."""
+    """SmolLM2-135M-Instruct as a :class:`Llama` in evaluation mode, in float32 (dequantized from
+    the 4-bit file; section 8.6 prints how long that took on its machine)."""
     config, tensors = read_gguf(path)
     model = Llama(config)
     state = {"embed.weight": tensors.pop("token_embd.weight"), "norm.weight": tensors.pop("output_norm.weight")}
