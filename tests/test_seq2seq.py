@@ -209,3 +209,41 @@ def test_translate_width_and_batches():
 def test_class_masks_names_classes_for_unknown_members():
     with pytest.raises(ValueError, match=r"classes contains parameters the model does not have: \['nope'\]"):
         seq2seq.class_masks(small_model(), 0.5, "class-blind", {"x": ("out.weight", "nope")})
+
+
+def test_class_masks_are_the_masks_of_torch_prune():
+    """Section 7.3's reading of See et al.'s schemes in ``torch.nn.utils.prune`` terms: class-blind
+    is one ``global_unstructured`` call (``L1Unstructured``) over all class tensors, class-uniform
+    that call once per class, class-distribution the global call with ``|w| / σ_c`` as
+    ``importance_scores``. Each gives exactly the masks of ``seq2seq.class_masks``."""
+    from torch.nn.utils import prune as torch_prune
+
+    classes = seq2seq.PARAMETER_CLASSES
+    for sparsity in (0.5, 0.8, 0.9):
+        for scheme in seq2seq.SCHEMES:
+            ours = seq2seq.class_masks(small_model(), sparsity, scheme)
+            model = small_model()
+            params = dict(model.named_parameters())
+
+            def target(name):
+                module_name, attribute = name.rsplit(".", 1)
+                return model.get_submodule(module_name), attribute
+
+            if scheme == "class-uniform":
+                groups = [list(members) for members in classes.values()]
+            else:
+                groups = [[n for members in classes.values() for n in members]]
+            scores = None
+            if scheme == "class-distribution":
+                scores = {}
+                for members in classes.values():
+                    sigma = torch.cat([params[n].detach().flatten() for n in members]).std()
+                    scores.update({target(n): params[n].detach().abs() / sigma for n in members})
+            for group in groups:
+                torch_prune.global_unstructured([target(n) for n in group],
+                                                pruning_method=torch_prune.L1Unstructured,
+                                                amount=sparsity, importance_scores=scores)
+            for name, mask in ours.items():
+                module, attribute = target(name)
+                theirs = getattr(module, f"{attribute}_mask").bool()
+                assert torch.equal(theirs, mask), (scheme, sparsity, name)
