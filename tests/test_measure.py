@@ -1,5 +1,6 @@
-import math
 """nlprune.measure: counts, sizes, latency (with a fake clock), seeds, tables and text degradation."""
+
+import math
 
 import numpy as np
 import pytest
@@ -156,6 +157,11 @@ def test_text_degradation_measures():
     assert scores["repeated n-grams"] == 5 / 6  # "the king" x3 and "king the" x2 of 6 bigrams
     assert scores["distinct words"] == 3 / 7 and scores["unknown"] == 1 / 7
     assert scores["copied n-grams"] == 3 / 6  # only "the king" occurs in the training text
+    # 6 bigrams, of which 3 distinct: "the king", "king the", "king <unk>"
+    assert scores["distinct bigrams"] == 3 / 6
+    # "a b c b a": 4 bigrams, all distinct, though only 3 of the 5 words are
+    assert measure.text_degradation("a b c b a".split(), ["a"], n=2)["distinct bigrams"] == 1.0
+    assert math.isnan(measure.text_degradation(["a"], ["a"], n=1)["distinct bigrams"])
     with pytest.raises(ValueError, match="at least n=3"):
         measure.text_degradation(["a", "b"], ["a"], n=3)
 

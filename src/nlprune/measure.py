@@ -356,6 +356,8 @@ def text_degradation(tokens: Sequence[str], training_tokens: Sequence[str], *, n
     * ``repeated n-grams``: the share of the passage's ``n``-grams that occur more than once
       in it (loops such as "the king the king the king" drive it up);
     * ``distinct words``: distinct tokens / tokens (low when a few words are repeated);
+    * ``distinct bigrams``: distinct bigrams / bigrams, the *distinct-2* of Li et al. (2016)
+      (low when word pairs are repeated; NaN for a passage of one token, which has no bigram);
     * ``unknown``: the share of ``unknown`` tokens (a language model with a vocabulary
       cut-off generates them instead of rare words);
     * ``copied n-grams``: the share of the passage's ``n``-grams that occur verbatim in
@@ -375,7 +377,9 @@ def text_degradation(tokens: Sequence[str], training_tokens: Sequence[str], *, n
     grams = ngrams(tokens, (n,))  # tokens contain no spaces, so joined n-grams stay distinct
     counts = Counter(grams)
     known = set(ngrams(list(training_tokens), (n,)))
+    bigrams = ngrams(tokens, (2,))
     return {"repeated n-grams": sum(counts[g] > 1 for g in grams) / len(grams),
             "distinct words": len(set(tokens)) / len(tokens),
+            "distinct bigrams": len(set(bigrams)) / len(bigrams) if bigrams else float("nan"),
             "unknown": tokens.count(unknown) / len(tokens),
             "copied n-grams": sum(g in known for g in grams) / len(grams)}
