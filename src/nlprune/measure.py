@@ -356,8 +356,9 @@ def text_degradation(tokens: Sequence[str], training_tokens: Sequence[str], *, n
     * ``repeated n-grams``: the share of the passage's ``n``-grams that occur more than once
       in it (loops such as "the king the king the king" drive it up);
     * ``distinct words``: distinct tokens / tokens (low when a few words are repeated);
-    * ``distinct bigrams``: distinct bigrams / bigrams, the *distinct-2* of Li et al. (2016)
-      (low when word pairs are repeated; NaN for a passage of one token, which has no bigram);
+    * ``distinct bigrams``: distinct bigrams / bigrams of the passage, a per-passage version of
+      the *distinct-2* of Li et al. (2016), who pool all generated texts and divide by their
+      number of words (low when word pairs are repeated; NaN for a passage of one token);
     * ``unknown``: the share of ``unknown`` tokens (a language model with a vocabulary
       cut-off generates them instead of rare words);
     * ``copied n-grams``: the share of the passage's ``n``-grams that occur verbatim in
